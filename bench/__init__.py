@@ -1,0 +1,1 @@
+"""fmbench harness: timing helpers, benchmark suites (pytest-benchmark), sweeps and reports."""

@@ -1,0 +1,87 @@
+r"""Conversions between the four parameterisations of a Gaussian-path model (seed 003, Proposition 1).
+
+Along :math:`x_t = \alpha_t x_1 + \sigma_t\varepsilon`, the data prediction :math:`D = E[x_1|x_t=x]`,
+the noise prediction :math:`E = E[\varepsilon|x_t=x]`, the score :math:`s = \nabla\log p_t(x)` and the
+velocity :math:`u = E[\dot\alpha x_1 + \dot\sigma\varepsilon|x_t=x]` satisfy
+
+.. math::
+    x = \alpha D + \sigma E,\qquad u = \dot\alpha D + \dot\sigma E,\qquad s = -E/\sigma .
+
+Each conversion below solves this linear system and divides by the quantity named in its docstring;
+the caller must only use it where that quantity is non-zero:
+
+=============================  ============================================================  =====================
+conversion                     formula                                                       divides by
+=============================  ============================================================  =====================
+score → velocity               u = (α̇/α) x + (α̇σ²/α − σσ̇) s                                  α  (zero at t = 0)
+velocity → score               s = (α̇x − αu) / (ασσ̇ − σ²α̇)                                   σ  (zero at t = 1)
+data prediction → velocity     u = α̇D + σσ̇ (x − αD) / σ²                                     σ² (zero at t = 1)
+data prediction → score        s = (αD − x) / σ²                                             σ² (zero at t = 1)
+noise prediction → velocity    u = α̇ (x − σE) / α + σ̇E                                       α  (zero at t = 0)
+noise prediction → score       s = −E / σ                                                    σ  (zero at t = 1)
+=============================  ============================================================  =====================
+
+(VP has α_0 ≈ 6.6e-3 and VE has α ≡ 1, so their α-divisions are regular on all of [0, 1]; VE's σ ≥ σ_min > 0.)
+
+``values`` is a :class:`~fmcore.schedules.ScheduleValues` at the points' times (0-d or ``(n,)``).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .schedules import ScheduleValues
+
+__all__ = [
+    "velocity_from_score",
+    "score_from_velocity",
+    "velocity_from_data_prediction",
+    "score_from_data_prediction",
+    "velocity_from_noise_prediction",
+    "score_from_noise_prediction",
+]
+
+
+def _column(value: Tensor) -> Tensor:
+    """Broadcast a 0-d or ``(n,)`` schedule value against ``(n, d)``."""
+    return value.unsqueeze(-1) if value.dim() == 1 else value
+
+
+def velocity_from_score(values: ScheduleValues, x: Tensor, score: Tensor) -> Tensor:
+    r""":math:`u = \frac{\dot\alpha}{\alpha}x + \Big(\frac{\dot\alpha\sigma^2}{\alpha} - \sigma\dot\sigma\Big)s`; divides by α."""
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    d_alpha, sigma_d_sigma = _column(values.d_alpha), _column(values.sigma_d_sigma)
+    return (d_alpha / alpha) * x + (d_alpha * sigma**2 / alpha - sigma_d_sigma) * score
+
+
+def score_from_velocity(values: ScheduleValues, x: Tensor, velocity: Tensor) -> Tensor:
+    r""":math:`s = (\dot\alpha x - \alpha u) / (\alpha\sigma\dot\sigma - \sigma^2\dot\alpha)`; divides by σ (and the
+    determinant :math:`\alpha\dot\sigma - \sigma\dot\alpha`, non-zero for every schedule here)."""
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    d_alpha, sigma_d_sigma = _column(values.d_alpha), _column(values.sigma_d_sigma)
+    return (d_alpha * x - alpha * velocity) / (alpha * sigma_d_sigma - sigma**2 * d_alpha)
+
+
+def velocity_from_data_prediction(values: ScheduleValues, x: Tensor, data_prediction: Tensor) -> Tensor:
+    r""":math:`u = \dot\alpha D + \sigma\dot\sigma\,(x - \alpha D)/\sigma^2`; divides by σ²."""
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    d_alpha, sigma_d_sigma = _column(values.d_alpha), _column(values.sigma_d_sigma)
+    return d_alpha * data_prediction + sigma_d_sigma * (x - alpha * data_prediction) / sigma**2
+
+
+def score_from_data_prediction(values: ScheduleValues, x: Tensor, data_prediction: Tensor) -> Tensor:
+    r""":math:`s = (\alpha D - x)/\sigma^2`; divides by σ²."""
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    return (alpha * data_prediction - x) / sigma**2
+
+
+def velocity_from_noise_prediction(values: ScheduleValues, x: Tensor, noise_prediction: Tensor) -> Tensor:
+    r""":math:`u = \dot\alpha (x - \sigma E)/\alpha + \dot\sigma E`; divides by α (and needs a finite :math:`\dot\sigma`)."""
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    d_alpha, d_sigma = _column(values.d_alpha), _column(values.d_sigma)
+    return d_alpha * (x - sigma * noise_prediction) / alpha + d_sigma * noise_prediction
+
+
+def score_from_noise_prediction(values: ScheduleValues, x: Tensor, noise_prediction: Tensor) -> Tensor:
+    r""":math:`s = -E/\sigma`; divides by σ."""
+    return -noise_prediction / _column(values.sigma)

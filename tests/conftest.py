@@ -1,0 +1,30 @@
+"""Shared fixtures and helpers for the fmcore tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from fmcore import get_schedule
+
+ALL_SCHEDULES = [
+    ("cond_ot", {}),
+    ("cond_ot", {"sigma_min": 0.01}),
+    ("cosine", {}),
+    ("linear_vp", {}),
+    ("vp", {}),
+    ("ve", {}),
+    ("ve", {"sigma_min": 0.05, "sigma_max": 5.0}),
+    ("poly", {"n": 2.0}),
+    ("poly", {"n": 1.5}),
+]
+
+
+def schedule_id(entry) -> str:
+    name, params = entry
+    return name + "".join(f"-{key}={value}" for key, value in params.items())
+
+
+@pytest.fixture(params=ALL_SCHEDULES, ids=schedule_id)
+def any_schedule(request):
+    name, params = request.param
+    return get_schedule(name, **params)

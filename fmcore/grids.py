@@ -1,0 +1,179 @@
+r"""Time grids for fixed-step samplers: 1-D increasing float64 tensors from :math:`t_0` to :math:`t_1`.
+
+``get_grid(name, steps, schedule, **params)`` returns ``steps + 1`` times. Grids defined in noise level
+(``karras``, ``logsnr``) live in the EDM noise level :math:`\varsigma = \sigma_t/\alpha_t = 1/\mathrm{SNR}`
+and are mapped to t through ``schedule.t_from_snr``, so they work on every schedule. Those grids span the
+schedule's noise levels on :math:`[t_0, t_1]` clipped to ``[sigma_min, sigma_max]`` (EDM's 0.002 and 80 by
+default; the level is infinite where :math:`\alpha = 0` and zero where :math:`\sigma = 0`). A clipped start
+makes the grid begin at ``grid[0] > t0`` (the sampler records it); a clipped end adds a last step to
+:math:`t_1` exactly.
+
+Adding a grid is one function with ``@register_grid("name")``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._checks import check_positive
+from .schedules import Schedule
+
+__all__ = ["get_grid", "register_grid", "GRIDS", "check_grid"]
+
+GridFunction = Callable[..., Tensor]
+GRIDS: dict[str, GridFunction] = {}
+
+EDM_SIGMA_MIN = 0.002
+EDM_SIGMA_MAX = 80.0
+
+
+def register_grid(name: str) -> Callable[[GridFunction], GridFunction]:
+    """Function decorator: make a grid available to :func:`get_grid`."""
+
+    def register(function: GridFunction) -> GridFunction:
+        if name in GRIDS:
+            raise KeyError(f"grid {name!r} is already registered")
+        GRIDS[name] = function
+        return function
+
+    return register
+
+
+def get_grid(
+    name: str, steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0, **params: float
+) -> Tensor:
+    """The named grid with ``steps`` intervals on ``[t0, t1]`` (float64, CPU)."""
+    if name not in GRIDS:
+        raise KeyError(f"unknown grid {name!r}; valid names: {sorted(GRIDS)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
+    t0, t1 = float(t0), float(t1)
+    if not (0.0 <= t0 < t1 <= 1.0):
+        raise ValueError(f"the grid's interval must satisfy 0 ≤ t0 < t1 ≤ 1, got t0={t0}, t1={t1}")
+    try:
+        grid = GRIDS[name](steps, schedule=schedule, t0=t0, t1=t1, **params)
+    except TypeError as error:
+        raise ValueError(f"bad parameters for grid {name!r}: {error}") from None
+    check_grid(grid)
+    return grid
+
+
+def check_grid(grid: Tensor, increasing: bool = True) -> None:
+    """Raise unless ``grid`` is a 1-D tensor of ≥ 2 finite times in [0, 1], strictly monotone."""
+    if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
+        shape = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
+        raise ValueError(f"a grid must be a 1-D tensor of at least 2 times, got {shape}")
+    if not bool(torch.isfinite(grid).all()) or float(grid.min()) < 0 or float(grid.max()) > 1:
+        raise ValueError(f"grid times must be finite and lie in [0, 1], got min {float(grid.min())}, max {float(grid.max())}")
+    steps = grid[1:] - grid[:-1]
+    if increasing and not bool((steps > 0).all()):
+        raise ValueError("grid times must be strictly increasing (t = 0 is noise, t = 1 is data)")
+    if not increasing and not bool((steps < 0).all()):
+        raise ValueError("grid times must be strictly decreasing here (likelihoods integrate from t = 1 to t = 0)")
+
+
+def _require_schedule(name: str, schedule: Schedule | None) -> Schedule:
+    if not isinstance(schedule, Schedule):
+        raise ValueError(f"grid {name!r} is defined in noise level and needs a schedule, got {schedule!r}")
+    return schedule
+
+
+def _noise_level_range(
+    schedule: Schedule, t0: float, t1: float, sigma_min, sigma_max
+) -> tuple[float, float, bool, bool]:
+    """The noise levels :math:`\\varsigma = \\sigma/\\alpha` the grid spans: the schedule's own at t0 and t1,
+    clipped to ``[sigma_min, sigma_max]`` (EDM's [0.002, 80] when not given); and whether each end was clipped."""
+    ends = schedule(torch.tensor([t0, t1], dtype=torch.float64))
+    level_start, level_end = (ends.sigma / ends.alpha).tolist()  # inf where α = 0
+    sigma_min = EDM_SIGMA_MIN if sigma_min is None else check_positive("sigma_min", sigma_min)
+    sigma_max = EDM_SIGMA_MAX if sigma_max is None else check_positive("sigma_max", sigma_max)
+    high, low = min(sigma_max, level_start), max(sigma_min, level_end)
+    if not low < high:
+        raise ValueError(
+            f"the noise-level range [{low:.4g}, {high:.4g}] is empty: sigma_min/sigma_max must overlap the schedule's "
+            f"[{level_end:.4g}, {level_start:.4g}] on [t0, t1]"
+        )
+    return low, high, high < level_start, low > level_end
+
+
+def _noise_level_grid(
+    schedule: Schedule, steps: int, t0: float, t1: float, sigma_min, sigma_max, spacing: Callable[[float, float, int], Tensor]
+) -> Tensor:
+    """``spacing(high, low, count)`` decreasing noise levels mapped to increasing times, ``steps`` intervals in all.
+
+    Unclipped ends are set to ``t0``/``t1`` exactly (no round-off from the SNR inversion); a clipped end at
+    :math:`t_1` gets a last step to ``t1``, as EDM's final step to σ = 0.
+    """
+    low, high, clipped_start, clipped_end = _noise_level_range(schedule, t0, t1, sigma_min, sigma_max)
+    count = steps if clipped_end else steps + 1
+    if count < 2:
+        raise ValueError("a noise-level grid needs steps ≥ 2 when it ends with a step to noise level 0")
+    times = schedule.t_from_snr(1.0 / spacing(high, low, count))
+    if not clipped_start:
+        times[0] = t0
+    if clipped_end:
+        times = torch.cat([times, torch.tensor([t1], dtype=torch.float64)])
+    else:
+        times[-1] = t1
+    return times
+
+
+@register_grid("uniform")
+def uniform_grid(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0) -> Tensor:
+    """:math:`t_i = t_0 + (t_1 - t_0)\\,i/N`."""
+    return torch.linspace(t0, t1, steps + 1, dtype=torch.float64)
+
+
+@register_grid("cosine")
+def cosine_grid(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0) -> Tensor:
+    """:math:`t_i = t_0 + (t_1 - t_0)(1 - \\cos(\\pi i/N))/2`: dense at both ends."""
+    fraction = 0.5 * (1.0 - torch.cos(math.pi * torch.arange(steps + 1, dtype=torch.float64) / steps))
+    return t0 + (t1 - t0) * fraction
+
+
+@register_grid("karras")
+def karras_grid(
+    steps: int,
+    schedule: Schedule | None = None,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    rho: float = 7.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> Tensor:
+    r"""EDM's ρ-grid (Karras et al. 2022, eq. 5) in noise level, mapped to t through the schedule.
+
+    :math:`\varsigma_i = (\varsigma_{max}^{1/\rho} + \tfrac{i}{N'-1}(\varsigma_{min}^{1/\rho} - \varsigma_{max}^{1/\rho}))^\rho`,
+    with :math:`N' = N` points when a final step to :math:`t_1` is appended (:math:`\sigma_{t_1} = 0`) and
+    :math:`N' = N + 1` otherwise, so that the grid always has ``steps`` intervals.
+    """
+    schedule = _require_schedule("karras", schedule)
+    rho = check_positive("rho", rho)
+
+    def rho_spacing(high: float, low: float, count: int) -> Tensor:
+        fraction = torch.arange(count, dtype=torch.float64) / (count - 1)
+        return (high ** (1 / rho) + fraction * (low ** (1 / rho) - high ** (1 / rho))) ** rho
+
+    return _noise_level_grid(schedule, steps, t0, t1, sigma_min, sigma_max, rho_spacing)
+
+
+@register_grid("logsnr")
+def logsnr_grid(
+    steps: int,
+    schedule: Schedule | None = None,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> Tensor:
+    r"""Uniform in :math:`\lambda = \log(\alpha_t/\sigma_t)` (DPM-Solver's choice), clipped as described above."""
+    schedule = _require_schedule("logsnr", schedule)
+
+    def log_spacing(high: float, low: float, count: int) -> Tensor:
+        return torch.exp(torch.linspace(math.log(high), math.log(low), count, dtype=torch.float64))
+
+    return _noise_level_grid(schedule, steps, t0, t1, sigma_min, sigma_max, log_spacing)

@@ -1,0 +1,85 @@
+"""Adaptive and fixed-grid solvers from torchdiffeq, and SciPy's ``solve_ivp`` as a float64 reference.
+
+The NFE of these methods is whatever the counting wrapper around the field saw: torchdiffeq does not
+report it, and counting is the only way to include rejected steps and FSAL reuse correctly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import SolverDivergenceError
+
+TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
+TORCHDIFFEQ_FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
+SCIPY_METHODS = ("DOP853", "RK45", "LSODA", "Radau", "BDF")
+
+
+def integrate_torchdiffeq(
+    field, x0: Tensor, times: Tensor, method: str, rtol: float | None = None, atol: float | None = None,
+    return_trajectory: bool = False,
+) -> tuple[Tensor, Tensor | None, dict]:
+    """``torchdiffeq.odeint`` from ``times[0]`` to ``times[-1]``; for fixed-grid methods ``times`` is the grid.
+
+    Outputs are requested at ``times`` (a trajectory); the step sizes of adaptive methods are chosen by
+    their controller and do not depend on ``times`` beyond its ends.
+    """
+    from torchdiffeq import odeint
+
+    t = times.to(dtype=x0.dtype, device=x0.device)
+    options = {}
+    if rtol is not None:
+        options["rtol"] = rtol
+    if atol is not None:
+        options["atol"] = atol
+    if method in TORCHDIFFEQ_ADAPTIVE:
+        # Stop exactly at the end time: by default torchdiffeq steps past it and interpolates back, which
+        # would evaluate the field outside [0, 1].
+        options["options"] = {"step_t": t[-1:]}
+    try:
+        solution = odeint(field, x0, t, method=method, **options)
+    except AssertionError as error:  # torchdiffeq asserts on step-size underflow, which NaNs cause
+        raise SolverDivergenceError(f"torchdiffeq {method}", None, None, str(error)) from error
+    final = solution[-1]
+    if not bool(torch.isfinite(final).all()):
+        raise SolverDivergenceError(f"torchdiffeq {method}", None, None, "non-finite final state")
+    return final, (solution if return_trajectory else None), {}
+
+
+def integrate_scipy(
+    field, x0: Tensor, times: Tensor, method: str, rtol: float, atol: float, return_trajectory: bool = False
+) -> tuple[Tensor, Tensor | None, dict]:
+    """SciPy ``solve_ivp`` on the whole batch as one flattened float64 system (CPU); ``info`` holds SciPy's
+    own counts (its ``nfev`` leaves out the evaluations its finite-difference Jacobians make: ``njev`` × d for
+    Radau and BDF, which the counting wrapper does see).
+
+    All points share one step-size sequence (driven by the hardest point), which is what a reference
+    solve wants. For the implicit methods (Radau, BDF) the Jacobian's block-diagonal sparsity — each point
+    depends only on itself — is passed, so finite differences cost d evaluations, not n·d. LSODA takes no
+    sparsity: keep n small with it.
+    """
+    from scipy.integrate import solve_ivp
+    from scipy.sparse import block_diag
+
+    n, d = x0.shape
+    work = x0.detach().to(dtype=torch.float64, device="cpu")
+
+    def rhs(t: float, y: np.ndarray) -> np.ndarray:
+        state = torch.from_numpy(y).view(n, d)
+        return field(float(t), state).detach().numpy().reshape(-1)
+
+    options = {}
+    if method in ("Radau", "BDF"):
+        options["jac_sparsity"] = block_diag([np.ones((d, d))] * n, format="csr")
+    evaluation_times = times.double().cpu().numpy()
+    solution = solve_ivp(
+        rhs, (evaluation_times[0], evaluation_times[-1]), work.numpy().reshape(-1), method=method,
+        t_eval=evaluation_times, rtol=rtol, atol=atol, **options,
+    )
+    if solution.status != 0 or not np.all(np.isfinite(solution.y)):
+        raise SolverDivergenceError(f"scipy {method}", None, None, solution.message)
+    path = torch.from_numpy(solution.y.T.copy()).view(-1, n, d).to(dtype=x0.dtype, device=x0.device)
+    info = {"nfev": int(solution.nfev), "njev": int(solution.njev), "nlu": int(solution.nlu)}
+    return path[-1], (path if return_trajectory else None), info

@@ -1,0 +1,62 @@
+"""A wrapper that counts field evaluations (NFE) and checks what the field returns."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+class FieldOutputError(ValueError):
+    """The field returned something of the wrong shape or dtype."""
+
+
+class CountingField:
+    """Wraps a field; every call of the velocity, the score or both together counts as one evaluation.
+
+    ``velocity_and_score`` counts once when the field provides it (one network pass, or one shared
+    evaluation of the closed forms); otherwise it falls back to two calls and counts two.
+    """
+
+    def __init__(self, field, interval: tuple[float, float] | None = None):
+        self.field = field
+        self.nfe = 0
+        self.interval = interval
+
+    def _time(self, t):
+        """Clamp t to the solve's interval: solvers compute stage times as t0 + c·h, which can land one
+        rounding error outside it (e.g. 1.0000000000000002); the field's own check on [0, 1] stays strict."""
+        if self.interval is None:
+            return t
+        low, high = self.interval
+        if isinstance(t, Tensor):
+            return t.clamp(low, high)
+        return min(max(t, low), high)
+
+    @property
+    def dim(self) -> int:
+        return self.field.dim
+
+    def _checked(self, output: Tensor, x: Tensor, what: str) -> Tensor:
+        if not isinstance(output, Tensor) or output.shape != x.shape or output.dtype != x.dtype:
+            got = f"shape {tuple(output.shape)}, {output.dtype}" if isinstance(output, Tensor) else type(output).__name__
+            raise FieldOutputError(f"the field's {what} must match x: shape {tuple(x.shape)}, {x.dtype}; got {got}")
+        return output
+
+    def __call__(self, t, x: Tensor) -> Tensor:
+        self.nfe += 1
+        return self._checked(self.field(self._time(t), x), x, "velocity")
+
+    def score(self, t, x: Tensor) -> Tensor:
+        self.nfe += 1
+        return self._checked(self.field.score(self._time(t), x), x, "score")
+
+    def velocity_and_score(self, t, x: Tensor) -> tuple[Tensor, Tensor]:
+        joint = getattr(self.field, "velocity_and_score", None)
+        if joint is None:
+            return self(t, x), self.score(t, x)
+        self.nfe += 1
+        velocity, score = joint(self._time(t), x)
+        return self._checked(velocity, x, "velocity"), self._checked(score, x, "score")
+
+    def divergence(self, t, x: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.field.divergence(self._time(t), x)

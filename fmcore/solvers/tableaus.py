@@ -1,0 +1,75 @@
+r"""Butcher tableaus of explicit Runge–Kutta methods, as data.
+
+A tableau :math:`(c, A, b)` defines the step
+:math:`k_i = f(t + c_i h,\ x + h\sum_{j<i} a_{ij}k_j)`, :math:`x' = x + h\sum_i b_i k_i`.
+Adding a fixed-step method is adding a tableau here with ``register_tableau``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+__all__ = ["ButcherTableau", "TABLEAUS", "register_tableau"]
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    """An explicit Runge–Kutta method: nodes ``c``, strictly lower-triangular ``a``, weights ``b``."""
+
+    name: str
+    order: int
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+
+    def __post_init__(self):
+        stages = len(self.b)
+        if len(self.c) != stages or len(self.a) != stages:
+            raise ValueError(f"tableau {self.name!r}: c, a and b must all have {stages} rows")
+        for i, row in enumerate(self.a):
+            if len(row) != i:
+                raise ValueError(f"tableau {self.name!r}: row {i} of a must have {i} entries (explicit method)")
+        if abs(sum(self.b) - 1.0) > 1e-12:
+            raise ValueError(f"tableau {self.name!r}: the weights b must sum to 1 (consistency)")
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+
+def _floats(*values) -> tuple[float, ...]:
+    return tuple(float(Fraction(value)) for value in values)
+
+
+TABLEAUS: dict[str, ButcherTableau] = {}
+
+
+def register_tableau(tableau: ButcherTableau) -> ButcherTableau:
+    if tableau.name in TABLEAUS:
+        raise KeyError(f"tableau {tableau.name!r} is already registered")
+    TABLEAUS[tableau.name] = tableau
+    return tableau
+
+
+register_tableau(ButcherTableau("euler", 1, c=_floats(0), a=((),), b=_floats(1)))
+register_tableau(ButcherTableau("midpoint", 2, c=_floats(0, "1/2"), a=((), _floats("1/2")), b=_floats(0, 1)))
+register_tableau(ButcherTableau("heun", 2, c=_floats(0, 1), a=((), _floats(1)), b=_floats("1/2", "1/2")))
+register_tableau(
+    ButcherTableau(
+        "rk4",
+        4,
+        c=_floats(0, "1/2", "1/2", 1),
+        a=((), _floats("1/2"), _floats(0, "1/2"), _floats(0, 0, 1)),
+        b=_floats("1/6", "1/3", "1/3", "1/6"),
+    )
+)
+register_tableau(
+    ButcherTableau(
+        "rk38",
+        4,
+        c=_floats(0, "1/3", "2/3", 1),
+        a=((), _floats("1/3"), _floats("-1/3", 1), _floats(1, -1, 1)),
+        b=_floats("1/8", "3/8", "3/8", "1/8"),
+    )
+)

@@ -27,15 +27,30 @@ def integrate_explicit_rk(
             x_stage = x
             for a_ij, k_j in zip(a_i, stages, strict=False):
                 if a_ij != 0.0:
-                    x_stage = x_stage + (h * a_ij) * k_j
+                    x_stage = torch.add(x_stage, k_j, alpha=h * a_ij)  # fused x + (h a_ij) k_j
             stages.append(field(t_next if c_i == 1.0 else t + c_i * h, x_stage))
-        increment = None
-        for b_i, k_i in zip(tableau.b, stages, strict=True):
-            if b_i != 0.0:
-                increment = b_i * k_i if increment is None else increment + b_i * k_i
-        x = x + h * increment
-        if not bool(torch.isfinite(x).all()):
+        x = _weighted_step(x, h, tableau.b, stages)
+        if not is_finite(x):
             raise SolverDivergenceError(tableau.name, step, t_next, t_start=t)
         if trajectory is not None:
             trajectory.append(x)
     return x, (torch.stack(trajectory) if trajectory is not None else None), {}
+
+
+def _weighted_step(x: Tensor, h: float, weights: tuple[float, ...], stages: list[Tensor]) -> Tensor:
+    """:math:`x + h\\sum_i b_i k_i`, skipping zero weights; a single-stage step is exactly ``x + h k``."""
+    nonzero = [(b_i, k_i) for b_i, k_i in zip(weights, stages, strict=True) if b_i != 0.0]
+    if len(nonzero) == 1 and nonzero[0][0] == 1.0:
+        return torch.add(x, nonzero[0][1], alpha=h)
+    increment = nonzero[0][0] * nonzero[0][1]
+    for b_i, k_i in nonzero[1:]:
+        increment = torch.add(increment, k_i, alpha=b_i)
+    return torch.add(x, increment, alpha=h)
+
+
+def is_finite(x: Tensor) -> bool:
+    """True when every entry is finite: one reduction (a NaN or inf makes the sum non-finite), confirmed
+    entry by entry only when the sum is not finite (it can also overflow on large but finite entries)."""
+    if bool(torch.isfinite(x.sum())):
+        return True
+    return bool(torch.isfinite(x).all())

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .diffusions import Diffusion
 from .errors import SolverDivergenceError
+from .runge_kutta import is_finite
 
 
 def brownian_increment(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
@@ -35,11 +36,12 @@ def integrate_euler_maruyama(
         noise = brownian_increment(x.shape, generator, x)
         g = float(diffusion(schedule(t)))
         if g == 0.0:
-            x = x + h * field(t, x)
+            x = torch.add(x, field(t, x), alpha=h)  # exactly the Euler step of integrate_explicit_rk
         else:
             velocity, score = field.velocity_and_score(t, x)
-            x = x + h * (velocity + (0.5 * g * g) * score) + (g * math.sqrt(h)) * noise
-        if not bool(torch.isfinite(x).all()):
+            drift = torch.add(velocity, score, alpha=0.5 * g * g)
+            x = torch.add(torch.add(x, drift, alpha=h), noise, alpha=g * math.sqrt(h))
+        if not is_finite(x):
             raise SolverDivergenceError(f"euler_maruyama[{diffusion!r}]", step, t_next, t_start=t)
         if trajectory is not None:
             trajectory.append(x)

@@ -51,7 +51,8 @@ def test_rk4_overhead_over_bare_field_calls():
     ratio = timings["rk4"].median_s / timings["bare"].median_s
     print(
         f"\nrk4, {STEPS} steps, n=4096: {timings['rk4'].median_s * 1e3:.1f} ms; {nfe} bare calls: "
-        f"{timings['bare'].median_s * 1e3:.1f} ms ({timings['bare'].median_s / nfe * 1e6:.0f} µs/call); overhead ratio {ratio:.3f}"
+        f"{timings['bare'].median_s * 1e3:.1f} ms ({timings['bare'].median_s / nfe * 1e6:.0f} µs/call); "
+        f"overhead ratio {ratio:.3f}"
     )
     assert ratio <= 1.15
 

@@ -137,7 +137,7 @@ def test_sde_bad_input():
         sample(field, x0, "euler_maruyama", steps=4, generator=0)
     with pytest.raises(ValueError, match="needs a generator"):
         sample(field, x0, "euler_maruyama", steps=4, diffusion=get_diffusion("zero"))
-    with pytest.raises(ValueError, match="SDE methods only"):
+    with pytest.raises(ValueError, match="euler_maruyama only"):
         sample(field, x0, "rk4", steps=4, diffusion=get_diffusion("zero"))
     with pytest.raises(KeyError, match="forward"):
         get_diffusion("langevin")

@@ -87,17 +87,19 @@ class Constant(Diffusion):
 
 @register_diffusion("proportional")
 class Proportional(Diffusion):
-    """:math:`g_t = c\\,\\sigma_t`: noise injected in proportion to the noise level."""
+    """:math:`g_t = c\\,\\sigma_t^p` (``power`` p = 1 by default): noise in proportion to the noise level.
+    Seed 000's sampler uses :math:`g^2 = \\sigma_t`, i.e. c = 1, p = ½."""
 
-    def __init__(self, c: float = 1.0):
+    def __init__(self, c: float = 1.0, power: float = 1.0):
         self.c = check_positive("c", c, allow_zero=True)
+        self.power = check_positive("power", power)
 
     @property
     def params(self) -> dict[str, float]:
-        return {"c": self.c}
+        return {"c": self.c} if self.power == 1.0 else {"c": self.c, "power": self.power}
 
     def __call__(self, values: ScheduleValues) -> Tensor:
-        return self.c * values.sigma
+        return self.c * values.sigma**self.power
 
 
 @register_diffusion("forward")

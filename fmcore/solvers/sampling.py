@@ -15,6 +15,8 @@ reference  ``scipy_dop853``, ``scipy_rk45``, ``scipy_lsoda``,             ``rtol
            ``scipy_radau``, ``scipy_bdf``
 sde        ``euler_maruyama``                                           ``steps`` or ``grid``,
                                                                         ``diffusion``, ``generator``
+seed       ``seed000_sde`` (seed 000's sampler as written, see           ``steps``, ``generator``
+           :mod:`fmcore.solvers.seed000`)
 ========== ============================================================ ==============================
 
 Note: torchdiffeq's ``rk4`` is the 3/8-rule variant (``rk4_alt_step_func``), i.e. our ``rk38``.
@@ -37,6 +39,7 @@ from .diffusions import Diffusion
 from .likelihood import AugmentedDynamics, gaussian_prior_log_prob
 from .runge_kutta import integrate_explicit_rk
 from .sde import integrate_euler_maruyama
+from .seed000 import integrate_seed000_sde
 from .tableaus import TABLEAUS
 
 __all__ = ["sample", "log_likelihood", "SampleResult", "LikelihoodResult", "Method", "METHODS", "register_method"]
@@ -70,13 +73,14 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
+METHOD_KINDS = ("fixed", "adaptive", "reference", "sde", "seed")
 
 
 def register_method(method: Method) -> Method:
     if method.name in METHODS:
         raise KeyError(f"method {method.name!r} is already registered")
-    if method.kind not in ("fixed", "adaptive", "reference", "sde"):
-        raise ValueError(f"method kind must be fixed, adaptive, reference or sde, got {method.kind!r}")
+    if method.kind not in METHOD_KINDS:
+        raise ValueError(f"method kind must be one of {METHOD_KINDS}, got {method.kind!r}")
     METHODS[method.name] = method
     return method
 
@@ -109,6 +113,12 @@ for _name in TORCHDIFFEQ_ADAPTIVE:
 for _name in SCIPY_METHODS:
     register_method(Method(f"scipy_{_name.lower()}", "reference", _scipy(_name)))
 register_method(Method("euler_maruyama", "sde", _euler_maruyama, stages=1))
+register_method(
+    Method(
+        "seed000_sde", "seed",
+        lambda r: integrate_seed000_sde(r.field, r.x0, len(r.grid) - 1, r.generator, r.return_trajectory), stages=1,
+    )
+)
 
 
 @dataclass
@@ -152,7 +162,7 @@ def _check_field_input(field, x: Tensor, name: str) -> None:
 
 
 def _resolve_tolerances(method: Method, rtol, atol) -> tuple[float | None, float | None]:
-    if method.kind in ("fixed", "sde"):
+    if method.kind in ("fixed", "sde", "seed"):
         if rtol is not None or atol is not None:
             raise ValueError(f"rtol/atol apply to adaptive and reference methods only; {method.name!r} is {method.kind}")
         return None, None
@@ -170,7 +180,7 @@ def _resolve_grid(method: Method, steps, grid, start: float, end: float = 1.0) -
         grid = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
         check_grid(grid, increasing=end > start)
         return grid
-    if method.kind in ("fixed", "sde"):
+    if method.kind in ("fixed", "sde", "seed"):
         if steps is None:
             raise ValueError(f"{method.name!r} is a fixed-step method: give steps (a uniform grid) or a grid")
         lower, upper = min(start, end), max(start, end)
@@ -215,7 +225,13 @@ def sample(
             raise ValueError("SDE sampling needs a generator (torch.Generator or integer seed) for its Brownian increments")
         start = diffusion.start_time(field.schedule)
     elif diffusion is not None:
-        raise ValueError(f"diffusion applies to SDE methods only; {method!r} is an ODE method")
+        raise ValueError(f"diffusion applies to euler_maruyama only; {method!r} is not an SDE method with a choice of g")
+    if spec.kind == "seed":
+        if grid is not None:
+            raise ValueError(f"{method!r} runs on its own grid (as written in the seed): give steps, not a grid")
+        generator = _as_generator(generator)
+        if generator is None:
+            raise ValueError(f"{method!r} needs a generator (torch.Generator or integer seed) for its noise")
     grid_used = _resolve_grid(spec, steps, grid, start)
     if spec.kind == "sde" and float(grid_used[0]) < start:
         raise ValueError(
@@ -224,6 +240,8 @@ def sample(
     counting = CountingField(field, interval=(float(grid_used.min()), float(grid_used.max())))
     request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, _as_generator(generator), return_trajectory)
     x, trajectory, info = spec.integrate(request)
+    if "model_times" in info:  # a method that evaluates the field on a grid of its own records that grid
+        grid_used = info.pop("model_times")
     options = {"rtol": rtol, "atol": atol, "diffusion": repr(diffusion) if diffusion is not None else None}
     return SampleResult(x, counting.nfe, grid_used, method, float(grid_used[0]), trajectory, options, info)
 

@@ -20,44 +20,29 @@ import torch
 from torch import Tensor
 
 from ._checks import check_positive
+from ._registry import Registry
 from .schedules import Schedule
 
 __all__ = ["get_grid", "register_grid", "GRIDS", "check_grid"]
 
-GridFunction = Callable[..., Tensor]
-GRIDS: dict[str, GridFunction] = {}
+GRIDS = Registry("grid")
+register_grid = GRIDS.register
 
 EDM_SIGMA_MIN = 0.002
 EDM_SIGMA_MAX = 80.0
-
-
-def register_grid(name: str) -> Callable[[GridFunction], GridFunction]:
-    """Function decorator: make a grid available to :func:`get_grid`."""
-
-    def register(function: GridFunction) -> GridFunction:
-        if name in GRIDS:
-            raise KeyError(f"grid {name!r} is already registered")
-        GRIDS[name] = function
-        return function
-
-    return register
 
 
 def get_grid(
     name: str, steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0, **params: float
 ) -> Tensor:
     """The named grid with ``steps`` intervals on ``[t0, t1]`` (float64, CPU)."""
-    if name not in GRIDS:
-        raise KeyError(f"unknown grid {name!r}; valid names: {sorted(GRIDS)}")
+    GRIDS.lookup(name)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
     t0, t1 = float(t0), float(t1)
     if not (0.0 <= t0 < t1 <= 1.0):
         raise ValueError(f"the grid's interval must satisfy 0 ≤ t0 < t1 ≤ 1, got t0={t0}, t1={t1}")
-    try:
-        grid = GRIDS[name](steps, schedule=schedule, t0=t0, t1=t1, **params)
-    except TypeError as error:
-        raise ValueError(f"bad parameters for grid {name!r}: {error}") from None
+    grid = GRIDS.build(name, steps, schedule=schedule, t0=t0, t1=t1, **params)
     check_grid(grid)
     return grid
 

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ._checks import TimeLike, as_time, check_positive
+from ._registry import Registry
 
 __all__ = [
     "ScheduleValues",
@@ -45,30 +45,13 @@ class ScheduleValues:
     sigma_d_sigma: Tensor
 
 
-SCHEDULES: dict[str, type[Schedule]] = {}
-
-
-def register_schedule(name: str) -> Callable[[type[Schedule]], type[Schedule]]:
-    """Class decorator: make a :class:`Schedule` subclass available to :func:`get_schedule`."""
-
-    def register(cls: type[Schedule]) -> type[Schedule]:
-        if name in SCHEDULES:
-            raise KeyError(f"schedule {name!r} is already registered")
-        cls.name = name
-        SCHEDULES[name] = cls
-        return cls
-
-    return register
+SCHEDULES = Registry("schedule")
+register_schedule = SCHEDULES.register
 
 
 def get_schedule(name: str, **params: float) -> Schedule:
     """Build the schedule registered as ``name`` with its parameters, e.g. ``get_schedule("vp", beta_max=20)``."""
-    if name not in SCHEDULES:
-        raise KeyError(f"unknown schedule {name!r}; valid names: {sorted(SCHEDULES)}")
-    try:
-        return SCHEDULES[name](**params)
-    except TypeError as error:
-        raise ValueError(f"bad parameters for schedule {name!r}: {error}") from None
+    return SCHEDULES.build(name, **params)
 
 
 class Schedule(ABC):

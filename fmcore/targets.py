@@ -27,13 +27,13 @@ The eigendecomposition happens once, at construction. Parameters are stored in f
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ._checks import TimeLike, as_time, check_finite, check_samples
+from ._registry import Registry
 from .schedules import Schedule, ScheduleValues, get_schedule
 
 __all__ = ["GaussianMixture", "Gaussian", "get_target", "register_target", "TARGETS"]
@@ -492,29 +492,13 @@ def _check_velocity_finite(values: ScheduleValues) -> None:
 
 # ---------------------------------------------------------------------- named targets
 
-TARGETS: dict[str, Callable[..., GaussianMixture]] = {}
-
-
-def register_target(name: str) -> Callable[[Callable[..., GaussianMixture]], Callable[..., GaussianMixture]]:
-    """Function decorator: make a target factory available to :func:`get_target`."""
-
-    def register(factory: Callable[..., GaussianMixture]) -> Callable[..., GaussianMixture]:
-        if name in TARGETS:
-            raise KeyError(f"target {name!r} is already registered")
-        TARGETS[name] = factory
-        return factory
-
-    return register
+TARGETS = Registry("target")
+register_target = TARGETS.register
 
 
 def get_target(name: str, **params) -> GaussianMixture:
     """Build the named target, e.g. ``get_target("gaussian", d=8, condition_number=100)``."""
-    if name not in TARGETS:
-        raise KeyError(f"unknown target {name!r}; valid names: {sorted(TARGETS)}")
-    try:
-        return TARGETS[name](**params)
-    except TypeError as error:
-        raise ValueError(f"bad parameters for target {name!r}: {error}") from None
+    return TARGETS.build(name, **params)
 
 
 @register_target("seed000")

@@ -9,38 +9,23 @@ Adding one is one class with ``@register_diffusion("name")``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .._checks import check_positive
+from .._registry import Registry
 from ..schedules import Schedule, ScheduleValues
 
 __all__ = ["Diffusion", "get_diffusion", "register_diffusion", "DIFFUSIONS"]
 
-DIFFUSIONS: dict[str, type[Diffusion]] = {}
-
-
-def register_diffusion(name: str) -> Callable[[type[Diffusion]], type[Diffusion]]:
-    def register(cls: type[Diffusion]) -> type[Diffusion]:
-        if name in DIFFUSIONS:
-            raise KeyError(f"diffusion {name!r} is already registered")
-        cls.name = name
-        DIFFUSIONS[name] = cls
-        return cls
-
-    return register
+DIFFUSIONS = Registry("diffusion")
+register_diffusion = DIFFUSIONS.register
 
 
 def get_diffusion(name: str, **params: float) -> Diffusion:
     """``get_diffusion("constant", c=0.5)``, ``get_diffusion("forward", eta=1.0)``, ..."""
-    if name not in DIFFUSIONS:
-        raise KeyError(f"unknown diffusion {name!r}; valid names: {sorted(DIFFUSIONS)}")
-    try:
-        return DIFFUSIONS[name](**params)
-    except TypeError as error:
-        raise ValueError(f"bad parameters for diffusion {name!r}: {error}") from None
+    return DIFFUSIONS.build(name, **params)
 
 
 class Diffusion(ABC):

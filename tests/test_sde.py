@@ -144,3 +144,34 @@ def test_sde_bad_input():
     with pytest.raises(ValueError, match="c must be"):
         get_diffusion("constant", c=-1.0)
     assert set(DIFFUSIONS) >= {"zero", "constant", "proportional", "forward"}
+
+
+def test_seed000_sampler_runs_as_a_named_method():
+    field = AnalyticField(get_target("seed000"), get_schedule("cond_ot", sigma_min=0.001))
+    x0 = torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    result = sample(field, x0, "seed000_sde", steps=50, generator=1)
+    assert result.nfe == 50 and torch.isfinite(result.x).all()
+    # it evaluates the model at linspace(0, 1, N) in our time (the seed's linspace(1, 0, N))
+    torch.testing.assert_close(result.grid, torch.linspace(0, 1, 50, dtype=torch.float64))
+    assert torch.equal(sample(field, x0, "seed000_sde", steps=50, generator=1).x, result.x)
+    with pytest.raises(ValueError, match="needs a generator"):
+        sample(field, x0, "seed000_sde", steps=10)
+    with pytest.raises(ValueError, match="own grid"):
+        sample(field, x0, "seed000_sde", grid=torch.linspace(0, 1, 5), generator=0)
+
+
+def test_seed000_sampler_is_euler_maruyama_with_g_squared_sigma_up_to_its_time_warp():
+    """With its time warp removed (model times = state times), the seed's update is our Euler–Maruyama step with
+    g² = σ: check one step by hand against the formula in fmcore.solvers.seed000."""
+    from fmcore.solvers.seed000 import integrate_seed000_sde
+
+    schedule = get_schedule("cond_ot", sigma_min=0.001)
+    field = AnalyticField(get_target("gaussian", d=2), schedule)
+    x0 = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x1, _, _ = integrate_seed000_sde(field, x0, 1, torch.Generator().manual_seed(3))  # one step at t_s = 1 (t = 0)
+    noise = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    values = schedule(0.0)
+    g2 = float(values.sigma)  # σ at t = 0 is 1
+    velocity, score = field.velocity_and_score(0.0, x0)
+    expected = x0 + (velocity + 0.5 * g2 * score) * 1.0 - (g2 * 1.0) ** 0.5 * noise
+    torch.testing.assert_close(x1, expected, rtol=1e-5, atol=1e-5)  # the seed's 1e-6 regularisers

@@ -1,0 +1,75 @@
+"""The harness: grid expansion, a sweep that resumes and records failures, the report."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from bench.cells import CellSpec, run_cell
+from bench.report import convergence_orders, pareto_front, write_report
+from bench.sweep import expand, load_sweep, run_sweep
+
+
+def test_expand_takes_the_product_per_solver_entry():
+    config = {
+        "sweep": {"target": ["seed000", "gaussian"], "schedule": "cond_ot", "n": 64,
+                  "target_params": {"gaussian": {"d": 2}}},
+        "solver": [{"method": ["euler", "rk4"], "steps": [2, 4]}, {"method": "dopri5", "rtol": [1e-3], "atol": 1e-6}],
+    }
+    cells = expand(config)
+    assert len(cells) == 2 * (2 * 2 + 1)
+    gaussian = [c for c in cells if c.target == "gaussian"]
+    assert all(c.target_params == {"d": 2} for c in gaussian)
+    assert all(c.target_params == {} for c in cells if c.target == "seed000")
+    with pytest.raises(ValueError, match="unknown sweep keys"):
+        expand({"sweep": {"target": "seed000", "solver_name": "x"}})
+
+
+def test_presets_load_and_the_default_is_sized_for_minutes():
+    assert len(expand(load_sweep("smoke"))) == 7
+    default = expand(load_sweep("default"))
+    assert 100 < len(default) < 400
+    with pytest.raises(KeyError, match="available"):
+        load_sweep("nonexistent")
+
+
+def test_cell_rows_score_against_the_truth():
+    row = run_cell(CellSpec(target="gaussian", target_params={"d": 3}, schedule="cond_ot", method="rk4", steps=8, n=128))
+    assert row["status"] == "ok" and row["nfe"] == 32
+    assert 0 < row["strong_error"] < 1e-2 and row["gaussian_fit_w2"] >= 0 and row["wall_s"] > 0
+    mixture = run_cell(CellSpec(target="seed000", schedule="cosine", method="heun", steps=8, n=128))
+    assert mixture["strong_error"] > 0 and "w2_sliced_floor" in mixture and "mode_tv" in mixture
+
+
+def test_failures_become_rows():
+    bad_method = run_cell(CellSpec(target="seed000", schedule="cond_ot", method="rk5", steps=4, n=16))
+    assert bad_method["status"] == "failed" and "rk5" in bad_method["error"]
+    singular = run_cell(CellSpec(target="seed000", schedule="poly", schedule_params={"n": 0.5}, method="euler", steps=2))
+    assert singular["status"] == "failed" and "velocity is infinite" in singular["error"]
+    bad_dtype = run_cell(CellSpec(target="seed000", schedule="cond_ot", method="euler", steps=2, dtype="float16"))
+    assert bad_dtype["status"] == "failed" and "dtype" in bad_dtype["error"]
+
+
+def test_sweep_saves_resumes_and_reports(tmp_path):
+    cells = expand(load_sweep("smoke"))
+    cells.append(CellSpec(target="seed000", schedule="cond_ot", method="not_a_method", steps=2, n=16))
+    first = run_sweep(cells[:3], tmp_path, progress=False)
+    assert len(first) == 3 and (tmp_path / "rows.parquet").exists() and (tmp_path / "environment.json").exists()
+    second = run_sweep(cells, tmp_path, progress=False)  # resumes: only the new cells run
+    assert len(second) == len(cells)
+    saved = pd.read_parquet(tmp_path / "rows.parquet")
+    assert len(saved) == len(cells) and saved["cell"].is_unique
+    assert (saved["status"] == "failed").sum() == 1
+    report = write_report(tmp_path).read_text()
+    assert "Fitted convergence orders" in report and "Failed cells" in report and "not_a_method" in report
+
+
+def test_convergence_orders_and_pareto_front():
+    rows = pd.DataFrame({
+        "status": "ok", "target": "t", "schedule": "s", "dtype": "float64", "device": "cpu", "field": "analytic",
+        "grid": "uniform", "method": "heun", "steps": [8, 16, 32], "strong_error": [1.0, 0.25, 0.0625],
+    })
+    orders = convergence_orders(rows)
+    assert orders["fitted_order"].iloc[0] == pytest.approx(2.0) and orders["tableau_order"].iloc[0] == 2
+    frame = pd.DataFrame({"wall_s": [1.0, 2.0, 3.0, 4.0], "error": [0.5, 0.6, 0.1, math.nan]})
+    assert list(pareto_front(frame, "error")["wall_s"]) == [1.0, 3.0]

@@ -259,3 +259,17 @@ def test_divergence_is_reported_with_step_and_time():
     assert (caught.value.step, caught.value.t_start, caught.value.t) == (1, 0.25, 0.5)
     with pytest.raises(SolverDivergenceError, match="dopri5"):
         sample(_NaNAfterField(), torch.zeros(4, 2), "dopri5")
+
+
+def test_a_new_tableau_is_a_new_method():
+    """Adding a method is adding a tableau: Ralston's second-order method, registered here, samples at once."""
+    from fmcore.solvers import ButcherTableau, register_tableau
+
+    if "ralston_test" not in TABLEAUS:
+        register_tableau(ButcherTableau("ralston_test", 2, c=(0.0, 2 / 3), a=((), (2 / 3,)), b=(0.25, 0.75)))
+    target = get_target("gaussian", d=2, seed=1)
+    schedule = get_schedule("cosine")
+    x0 = torch.randn(16, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    slope, _ = fitted_order(AnalyticField(target, schedule), x0, target.flow_map(x0, schedule), "ralston_test", [128, 256, 512])
+    assert abs(slope - 2) < 0.1
+    assert sample(AnalyticField(target, schedule), x0, "ralston_test", steps=3).nfe == 6

@@ -63,7 +63,7 @@ class SolveRequest:
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method: its ``kind`` (fixed, adaptive, reference, sde), field calls per step for fixed
+    """A registered method: its ``kind`` (one of :data:`METHOD_KINDS`), field calls per step for fixed
     methods, and ``integrate(request) -> (x, trajectory, info)`` (``info``: what the solver itself reports)."""
 
     name: str
@@ -138,6 +138,9 @@ class SampleResult:
 
 
 def get_method(name: str) -> Method:
+    if name not in METHODS and name in TABLEAUS:  # a tableau registered after import is a method too
+        tableau = TABLEAUS[name]
+        register_method(Method(tableau.name, "fixed", _runge_kutta(tableau), stages=tableau.stages))
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; valid names: {sorted(METHODS)}")
     return METHODS[name]

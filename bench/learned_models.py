@@ -68,7 +68,8 @@ def model_report(name: str, target, schedule, budget_s: float, n: int, lines: li
         f"## {name} on {schedule!r}, cfm model",
         "",
         f"Trained {field.config['steps_done']} steps in {field.config['seconds']:.1f} s (budget {budget_s:.0f} s; "
-        f"{trained_s:.1f} s including any cache load), final CFM loss {field.config['final_loss']:.4f}.",
+        f"this run took {trained_s:.1f} s to get it: ≈ 0 means it came from the checkpoint cache), "
+        f"final CFM loss {field.config['final_loss']:.4f}.",
         "",
         f"* exact FM loss E‖v_θ − u‖² overall: **{loss.velocity:.4f}**; exact score loss: {loss.score:.4g}",
         f"* W2 floor (exact, n = {n}, 5 pairs): **{floor:.4f}** ± {floor_sd:.4f}",

@@ -175,3 +175,17 @@ def test_seed000_sampler_is_euler_maruyama_with_g_squared_sigma_up_to_its_time_w
     velocity, score = field.velocity_and_score(0.0, x0)
     expected = x0 + (velocity + 0.5 * g2 * score) * 1.0 - (g2 * 1.0) ** 0.5 * noise
     torch.testing.assert_close(x1, expected, rtol=1e-5, atol=1e-5)  # the seed's 1e-6 regularisers
+
+
+def test_cuda_paths_follow_the_cpu_ones():
+    from .helpers import cuda_or_skip
+
+    device = cuda_or_skip()
+    field = AnalyticField(get_target("gmm", K=4, d=3), get_schedule("cosine"))
+    x0 = torch.randn(512, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for method, options in [("rk4", {"steps": 16}), ("dopri5", {"rtol": 1e-8, "atol": 1e-8}),
+                            ("euler_maruyama", {"steps": 32, "diffusion": get_diffusion("constant", c=1.0), "generator": 3})]:
+        cpu = sample(field, x0, method, **options).x
+        gpu = sample(field, x0.to(device), method, **options).x
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-7, atol=1e-7)

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a sweep (resumes) and write its report")
     run.add_argument("sweep", nargs="?", default="default", help="preset name (bench/presets) or path to a TOML file")
-    run.add_argument("--out", type=Path, default=None, help="output directory (default: results/<preset name>)")
+    run.add_argument("--out", type=Path, default=None, help="output directory (default: results/runs/<preset name>)")
     run.add_argument("--workers", type=int, default=1, help="processes; 1 runs cells in this process")
     run.add_argument("--quiet", action="store_true")
     report = commands.add_parser("report", help="(re)write the report of a finished or partial sweep")
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out = args.out or Path("results") / Path(args.sweep).stem
+    out = args.out or Path("results") / "runs" / Path(args.sweep).stem
     executor = make_executor(args.workers)
     try:
         rows = run_sweep(cells, out, executor=executor, progress=not args.quiet)

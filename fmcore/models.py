@@ -62,6 +62,12 @@ __all__ = [
 ]
 
 OBJECTIVES = ("cfm", "dsm", "x1")
+# objective -> (network output -> velocity, network output -> score), each f(schedule values, x, output)
+_CONVERSIONS = {
+    "cfm": (lambda values, x, output: output, score_from_velocity),
+    "dsm": (velocity_from_noise_prediction, score_from_noise_prediction),
+    "x1": (velocity_from_data_prediction, score_from_data_prediction),
+}
 DEFAULT_ARCHITECTURE = {"width": 64, "depth": 4, "time_embedding": 16}
 
 
@@ -135,21 +141,13 @@ class LearnedField:
 
     def __call__(self, t, x: Tensor) -> Tensor:
         t_tensor, output = self._network(t, x, self.clip["velocity"])
-        if self.objective == "cfm":
-            return output
-        values = self.schedule.values(t_tensor)
-        if self.objective == "dsm":
-            return velocity_from_noise_prediction(values, x, output)
-        return velocity_from_data_prediction(values, x, output)
+        to_velocity, _ = _CONVERSIONS[self.objective]
+        return to_velocity(self.schedule.values(t_tensor), x, output)
 
     def score(self, t, x: Tensor) -> Tensor:
         t_tensor, output = self._network(t, x, self.clip["score"])
-        values = self.schedule.values(t_tensor)
-        if self.objective == "cfm":
-            return score_from_velocity(values, x, output)
-        if self.objective == "dsm":
-            return score_from_noise_prediction(values, x, output)
-        return score_from_data_prediction(values, x, output)
+        _, to_score = _CONVERSIONS[self.objective]
+        return to_score(self.schedule.values(t_tensor), x, output)
 
     def velocity_and_score(self, t, x: Tensor) -> tuple[Tensor, Tensor]:
         """Both from one network pass (one NFE), at t clipped to the intersection of the two clip intervals
@@ -159,11 +157,8 @@ class LearnedField:
         )
         t_tensor, output = self._network(t, x, interval)
         values = self.schedule.values(t_tensor)
-        if self.objective == "cfm":
-            return output, score_from_velocity(values, x, output)
-        if self.objective == "dsm":
-            return velocity_from_noise_prediction(values, x, output), score_from_noise_prediction(values, x, output)
-        return velocity_from_data_prediction(values, x, output), score_from_data_prediction(values, x, output)
+        to_velocity, to_score = _CONVERSIONS[self.objective]
+        return to_velocity(values, x, output), to_score(values, x, output)
 
     def __repr__(self) -> str:
         return f"LearnedField({self.objective}, {self.schedule!r}, dim={self.dim})"

@@ -85,8 +85,10 @@ def register_method(method: Method) -> Method:
     return method
 
 
-def _runge_kutta(tableau):
-    return lambda r: integrate_explicit_rk(r.field, r.x0, r.grid, tableau, r.return_trajectory)
+def _register_tableau_method(tableau) -> Method:
+    """A Butcher tableau is a fixed-step method of the same name."""
+    integrate = lambda r: integrate_explicit_rk(r.field, r.x0, r.grid, tableau, r.return_trajectory)  # noqa: E731
+    return register_method(Method(tableau.name, "fixed", integrate, stages=tableau.stages))
 
 
 def _torchdiffeq(name):
@@ -104,7 +106,7 @@ def _euler_maruyama(r: SolveRequest):
 
 
 for _tableau in TABLEAUS.values():
-    register_method(Method(_tableau.name, "fixed", _runge_kutta(_tableau), stages=_tableau.stages))
+    _register_tableau_method(_tableau)
 _TORCHDIFFEQ_STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 for _name in TORCHDIFFEQ_FIXED:
     register_method(Method(f"tdq_{_name}", "fixed", _torchdiffeq(_name), stages=_TORCHDIFFEQ_STAGES[_name]))
@@ -139,8 +141,7 @@ class SampleResult:
 
 def get_method(name: str) -> Method:
     if name not in METHODS and name in TABLEAUS:  # a tableau registered after import is a method too
-        tableau = TABLEAUS[name]
-        register_method(Method(tableau.name, "fixed", _runge_kutta(tableau), stages=tableau.stages))
+        _register_tableau_method(TABLEAUS[name])
     if name not in METHODS:
         raise KeyError(f"unknown method {name!r}; valid names: {sorted(METHODS)}")
     return METHODS[name]

@@ -48,6 +48,10 @@ class AnalyticField:
         """Closed-form :math:`\\nabla\\cdot u_t(x)`, ``(n,)``."""
         return self.target.velocity_divergence(t, x, self.schedule)
 
+    def velocity_and_divergence(self, t: TimeLike, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Velocity and closed-form divergence from one evaluation (one NFE of the likelihood ODE)."""
+        return self.target.velocity_and_divergence(t, x, self.schedule)
+
     def data_prediction(self, t: TimeLike, x: Tensor) -> Tensor:
         return self.target.data_prediction(t, x, self.schedule)
 

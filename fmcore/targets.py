@@ -362,9 +362,13 @@ class GaussianMixture:
         :math:`m_k\cdot s_k = -\sum_j(\dot\alpha\tilde\mu_{kj} + a_{kj}z_{kj})z_{kj}/c_{kj}` with
         :math:`z = \sqrt{c}\,w`.
         """
-        return self._evaluate(t, x, schedule, self._divergence_from)
+        return self._evaluate(t, x, schedule, lambda parts, params: self._velocity_and_divergence_from(parts, params)[1])
 
-    def _divergence_from(self, parts: _Components, params: _Parameters) -> Tensor:
+    def velocity_and_divergence(self, t: TimeLike, x: Tensor, schedule: Schedule) -> tuple[Tensor, Tensor]:
+        """Velocity and its divergence from one evaluation (what the likelihood ODE needs)."""
+        return self._evaluate(t, x, schedule, self._velocity_and_divergence_from)
+
+    def _velocity_and_divergence_from(self, parts: _Components, params: _Parameters) -> tuple[Tensor, Tensor]:
         gain = self._velocity_gain(parts, params)  # a·√c
         gains = gain / parts.std  # a
         d_alpha = _per_point(parts.values.d_alpha)
@@ -375,7 +379,7 @@ class GaussianMixture:
         )
         velocity = self._velocity_from(parts, params)
         score = self._score_from(parts, params)
-        return (trace_term + component_term).sum(-1) - (velocity * score).sum(-1)
+        return velocity, (trace_term + component_term).sum(-1) - (velocity * score).sum(-1)
 
     # ------------------------------------------------------------------ exact flow map (K = 1)
 

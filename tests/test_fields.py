@@ -39,6 +39,8 @@ def test_field_interface():
     velocity, score = field.velocity_and_score(0.4, x)
     assert torch.equal(velocity, field(0.4, x))
     assert torch.equal(score, field.score(0.4, x))
+    joint_velocity, divergence = field.velocity_and_divergence(0.4, x)
+    assert torch.equal(joint_velocity, velocity) and torch.equal(divergence, field.divergence(0.4, x))
     for t in (0.4, torch.tensor(0.4, dtype=torch.float64), torch.full((7,), 0.4, dtype=torch.float64)):
         torch.testing.assert_close(field(t, x), velocity, rtol=1e-14, atol=1e-14)
 

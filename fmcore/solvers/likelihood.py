@@ -50,6 +50,7 @@ class AugmentedDynamics:
         self.divergence = divergence
         self.probes = probes
         self.closed_form = callable(getattr(field, "divergence", None))
+        self.joint = getattr(field, "velocity_and_divergence", None)
 
     @property
     def dim(self) -> int:
@@ -59,6 +60,8 @@ class AugmentedDynamics:
         x = state[:, :-1]
         if self.divergence == "hutchinson":
             velocity, trace = hutchinson_divergence(self.field, t, x, self.probes)
+        elif self.joint is not None:
+            velocity, trace = self.joint(t, x)  # one evaluation of the closed forms for both
         elif self.closed_form:
             velocity, trace = self.field(t, x), self.field.divergence(t, x)
         else:

@@ -222,7 +222,7 @@ def _train(
         model = SinusoidalMLP(target.dim, **architecture)
     generator = torch.Generator().manual_seed(seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    planned = steps if steps is not None else None
+    planned = steps
     scheduler = None
     start = time.perf_counter()
     reporter = _Progress(steps, budget_s, f"training {objective} on {schedule!r}", enabled=progress)

@@ -1,13 +1,21 @@
-"""Validation helpers used at the public boundary of :mod:`fmcore`.
+"""The validation layer at the public boundary of :mod:`fmcore`: one small function per kind of check.
 
-Every function raises :class:`ValueError` with a message that names the argument, says what was
-received and what is allowed. They are deliberately small so the public functions read as
-"validate, then compute".
+Every public function validates its arguments with these before it computes, so the public code reads as
+"validate, then compute", and every message names the argument, says what was received and what is allowed.
+
+The exception policy (``docs/design.md``, "Errors"):
+
+* ``TypeError``  — an argument of the wrong Python type (a string where a number is meant, a list where a
+  tensor is meant, a float where an integer is meant);
+* ``ValueError`` — an argument of the right type with a bad value: a shape, dtype, range, non-finite entry,
+  or a structure that does not hold (a non-orthogonal eigenbasis, a numerically singular covariance);
+* ``KeyError``   — only where a name is looked up in a registry (an unknown schedule, target, method …).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -15,6 +23,89 @@ from torch import Tensor
 TimeLike = float | int | Tensor
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+# ---------------------------------------------------------------------- numbers
+
+
+def check_int(name: str, value, minimum: int | None = 1) -> int:
+    """An integer (``bool`` is refused) that is at least ``minimum`` (no lower bound when None)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value}")
+    return value
+
+
+def check_number(
+    name: str,
+    value,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """A finite real number in the interval given by ``low``/``high`` (closed unless ``*_open``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, Tensor) and value.numel() == 1 and value.is_floating_point():
+            value = float(value)
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        interval = f"{left}{'-∞' if low is None else low}, {'∞' if high is None else high}{right}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value}")
+    return value
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> float:
+    """A finite number > 0 (≥ 0 with ``allow_zero``)."""
+    return check_number(name, value, low=0.0, low_open=not allow_zero)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_choice(name: str, value, allowed) -> str:
+    """One of a few fixed option strings (not a registry name, so a ``ValueError``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {sorted(allowed)}, got {type(value).__name__} {value!r}")
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
+    return value
+
+
+def as_generator(generator, name: str = "generator") -> torch.Generator | None:
+    """``None``, a ``torch.Generator`` (kept), or an integer seed (a fresh CPU generator seeded with it)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        if generator < 0:
+            raise ValueError(f"{name} as an integer seed must be ≥ 0, got {generator}")
+        return torch.Generator().manual_seed(int(generator))
+    raise TypeError(f"{name} must be a torch.Generator, an integer seed or None, got {type(generator).__name__}")
+
+
+def check_instance(name: str, value, kind: type, hint: str = "") -> None:
+    if not isinstance(value, kind):
+        extra = f" ({hint})" if hint else ""
+        raise TypeError(f"{name} must be a {kind.__name__}{extra}, got {type(value).__name__} {_short(value)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------- tensors
 
 
 def check_finite(name: str, value: Tensor) -> None:
@@ -32,17 +123,40 @@ def check_float_dtype(name: str, value: Tensor) -> None:
         raise ValueError(f"{name} must be float32 or float64, got {value.dtype}")
 
 
-def check_samples(name: str, x: Tensor, dim: int | None = None, finite: bool = False) -> None:
-    """Check that ``x`` is a floating ``(n, d)`` tensor (with ``d == dim`` when given)."""
+def check_samples(
+    name: str, x: Tensor, dim: int | None = None, finite: bool = False, min_points: int = 0
+) -> None:
+    """Check that ``x`` is a floating ``(n, d)`` tensor with ``n ≥ min_points`` (and ``d == dim`` when given).
+
+    ``finite=True`` also refuses NaN and ±inf (one reduction over ``x``).
+    """
     if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}")
     if x.dim() != 2:
         raise ValueError(f"{name} must have shape (n, d), got shape {tuple(x.shape)}")
-    if dim is not None and x.shape[1] != dim:
-        raise ValueError(f"{name} must have d = {dim} columns, got shape {tuple(x.shape)}")
+    if x.shape[1] == 0 or (dim is not None and x.shape[1] != dim):
+        expected = f"d = {dim}" if dim is not None else "d ≥ 1"
+        raise ValueError(f"{name} must have {expected} columns, got shape {tuple(x.shape)}")
+    if x.shape[0] < min_points:
+        raise ValueError(f"{name} must hold at least {min_points} point(s), got shape {tuple(x.shape)}")
     check_float_dtype(name, x)
     if finite:
         check_finite(name, x)
+
+
+def as_float64(name: str, value) -> Tensor:
+    """A finite float64 CPU tensor from a tensor, array or nested list of numbers."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a tensor or array of numbers, got {type(value).__name__}")
+    try:
+        tensor = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} must be a tensor or array of numbers: {error}") from None
+    check_finite(name, tensor)
+    return tensor
+
+
+# ---------------------------------------------------------------------- time
 
 
 def as_time(t: TimeLike, like: Tensor | None = None, n: int | None = None) -> Tensor:
@@ -59,11 +173,13 @@ def as_time(t: TimeLike, like: Tensor | None = None, n: int | None = None) -> Te
             raise ValueError(f"t must be a float, a 0-d tensor or an (n,) tensor, got shape {tuple(t.shape)}")
         if n is not None and t.dim() == 1 and t.shape[0] != n:
             raise ValueError(f"t has {t.shape[0]} entries but x has n = {n} rows")
+        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"t must be a real-valued tensor, got {t.dtype}")
         t_tensor = t.to(dtype=dtype, device=device)
         _check_unit_interval(t_tensor.detach())
         return t_tensor
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise ValueError(f"t must be a float, a 0-d tensor or an (n,) tensor, got {type(t).__name__}")
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(f"t must be a float, a 0-d tensor or an (n,) tensor, got {type(t).__name__}")
     t_float = float(t)
     if not (math.isfinite(t_float) and 0.0 <= t_float <= 1.0):
         raise ValueError(f"t must lie in [0, 1] (t = 0 is noise, t = 1 is data), got {t_float}")
@@ -82,10 +198,18 @@ def _check_unit_interval(t: Tensor) -> None:
         )
 
 
-def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
-    value = float(value)
-    ok = value >= 0 if allow_zero else value > 0
-    if not (math.isfinite(value) and ok):
-        allowed = "≥ 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be a finite number {allowed}, got {value}")
-    return value
+# ---------------------------------------------------------------------- memory
+
+
+DEFAULT_MEMORY_LIMIT_BYTES = 4 * 2**30
+"""What a call that allocates O(n²) or more may use unless told otherwise (``max_memory_bytes``)."""
+
+
+def check_memory(what: str, needed_bytes: float, limit_bytes: float | None) -> None:
+    """Refuse, before allocating, a computation estimated to need more than ``limit_bytes``."""
+    limit = DEFAULT_MEMORY_LIMIT_BYTES if limit_bytes is None else check_positive("max_memory_bytes", limit_bytes)
+    if needed_bytes > limit:
+        raise MemoryError(
+            f"{what} would need about {needed_bytes / 2**30:.2f} GiB, above the limit of {limit / 2**30:.2f} GiB; "
+            "use fewer points, a cheaper estimator, or raise max_memory_bytes if the machine has the memory"
+        )

@@ -5,6 +5,7 @@ A new entry is one decorated class or function in its own module; nothing else n
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -32,14 +33,35 @@ class Registry(dict):
         return register
 
     def lookup(self, name: str) -> Callable:
+        """The factory registered as ``name``; ``KeyError`` listing the valid names otherwise."""
+        if not isinstance(name, str):
+            raise TypeError(f"a {self.kind} name must be a string, got {type(name).__name__} {name!r}")
         if name not in self:
             raise KeyError(f"unknown {self.kind} {name!r}; valid names: {sorted(self)}")
         return self[name]
 
+    structural = ("self", "steps", "schedule", "t0", "t1")
+    """Arguments the library itself passes to some factories (grids); not user parameters."""
+
+    def parameters(self, name: str) -> dict[str, object]:
+        """The user parameters the factory ``name`` takes, with their defaults (``None`` when required)."""
+        signature = inspect.signature(self.lookup(name))
+        return {
+            parameter.name: (None if parameter.default is inspect.Parameter.empty else parameter.default)
+            for parameter in signature.parameters.values()
+            if parameter.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            and parameter.name not in self.structural
+        }
+
+    def check_parameters(self, name: str, params: dict) -> None:
+        """``TypeError`` naming the parameters ``name`` does not take (and those it does)."""
+        allowed = self.parameters(name)
+        unknown = sorted(set(params) - set(allowed) - set(self.structural))
+        if unknown:
+            raise TypeError(f"{self.kind} {name!r} takes no parameter(s) {unknown}; its parameters: {sorted(allowed)}")
+
     def build(self, name: str, *args, **params):
-        """Call the factory registered as ``name``; wrong parameters become a ``ValueError`` naming them."""
+        """Call the factory registered as ``name`` after checking the parameter names; the factory validates values."""
         factory = self.lookup(name)
-        try:
-            return factory(*args, **params)
-        except TypeError as error:
-            raise ValueError(f"bad parameters for {self.kind} {name!r}: {error}") from None
+        self.check_parameters(name, params)
+        return factory(*args, **params)

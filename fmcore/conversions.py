@@ -42,6 +42,18 @@ __all__ = [
 ]
 
 
+def _check(values: ScheduleValues, x: Tensor, prediction: Tensor, name: str) -> None:
+    """Cheap structural checks (these run inside every learned-field evaluation)."""
+    if not isinstance(values, ScheduleValues):
+        raise TypeError(f"values must be ScheduleValues (schedule(t) or schedule.values(t)), got {type(values).__name__}")
+    if not isinstance(x, Tensor) or not isinstance(prediction, Tensor):
+        raise TypeError(f"x and {name} must be tensors, got {type(x).__name__} and {type(prediction).__name__}")
+    if x.shape != prediction.shape or x.dim() != 2:
+        raise ValueError(f"x and {name} must both have shape (n, d), got {tuple(x.shape)} and {tuple(prediction.shape)}")
+    if values.alpha.dim() == 1 and values.alpha.shape[0] != x.shape[0]:
+        raise ValueError(f"values hold {values.alpha.shape[0]} times but x has n = {x.shape[0]} rows")
+
+
 def _column(value: Tensor) -> Tensor:
     """Broadcast a 0-d or ``(n,)`` schedule value against ``(n, d)``."""
     return value.unsqueeze(-1) if value.dim() == 1 else value
@@ -49,6 +61,7 @@ def _column(value: Tensor) -> Tensor:
 
 def velocity_from_score(values: ScheduleValues, x: Tensor, score: Tensor) -> Tensor:
     r""":math:`u = \frac{\dot\alpha}{\alpha}x + \Big(\frac{\dot\alpha\sigma^2}{\alpha} - \sigma\dot\sigma\Big)s`; divides by α."""
+    _check(values, x, score, "score")
     alpha, sigma = _column(values.alpha), _column(values.sigma)
     d_alpha, sigma_d_sigma = _column(values.d_alpha), _column(values.sigma_d_sigma)
     return (d_alpha / alpha) * x + (d_alpha * sigma**2 / alpha - sigma_d_sigma) * score
@@ -57,6 +70,7 @@ def velocity_from_score(values: ScheduleValues, x: Tensor, score: Tensor) -> Ten
 def score_from_velocity(values: ScheduleValues, x: Tensor, velocity: Tensor) -> Tensor:
     r""":math:`s = (\dot\alpha x - \alpha u) / (\alpha\sigma\dot\sigma - \sigma^2\dot\alpha)`; divides by σ (and the
     determinant :math:`\alpha\dot\sigma - \sigma\dot\alpha`, non-zero for every schedule here)."""
+    _check(values, x, velocity, "velocity")
     alpha, sigma = _column(values.alpha), _column(values.sigma)
     d_alpha, sigma_d_sigma = _column(values.d_alpha), _column(values.sigma_d_sigma)
     return (d_alpha * x - alpha * velocity) / (alpha * sigma_d_sigma - sigma**2 * d_alpha)
@@ -64,6 +78,7 @@ def score_from_velocity(values: ScheduleValues, x: Tensor, velocity: Tensor) -> 
 
 def velocity_from_data_prediction(values: ScheduleValues, x: Tensor, data_prediction: Tensor) -> Tensor:
     r""":math:`u = \dot\alpha D + \sigma\dot\sigma\,(x - \alpha D)/\sigma^2`; divides by σ²."""
+    _check(values, x, data_prediction, "data_prediction")
     alpha, sigma = _column(values.alpha), _column(values.sigma)
     d_alpha, sigma_d_sigma = _column(values.d_alpha), _column(values.sigma_d_sigma)
     return d_alpha * data_prediction + sigma_d_sigma * (x - alpha * data_prediction) / sigma**2
@@ -71,12 +86,14 @@ def velocity_from_data_prediction(values: ScheduleValues, x: Tensor, data_predic
 
 def score_from_data_prediction(values: ScheduleValues, x: Tensor, data_prediction: Tensor) -> Tensor:
     r""":math:`s = (\alpha D - x)/\sigma^2`; divides by σ²."""
+    _check(values, x, data_prediction, "data_prediction")
     alpha, sigma = _column(values.alpha), _column(values.sigma)
     return (alpha * data_prediction - x) / sigma**2
 
 
 def velocity_from_noise_prediction(values: ScheduleValues, x: Tensor, noise_prediction: Tensor) -> Tensor:
     r""":math:`u = \dot\alpha (x - \sigma E)/\alpha + \dot\sigma E`; divides by α (and needs a finite :math:`\dot\sigma`)."""
+    _check(values, x, noise_prediction, "noise_prediction")
     alpha, sigma = _column(values.alpha), _column(values.sigma)
     d_alpha, d_sigma = _column(values.d_alpha), _column(values.d_sigma)
     return d_alpha * (x - sigma * noise_prediction) / alpha + d_sigma * noise_prediction
@@ -84,4 +101,5 @@ def velocity_from_noise_prediction(values: ScheduleValues, x: Tensor, noise_pred
 
 def score_from_noise_prediction(values: ScheduleValues, x: Tensor, noise_prediction: Tensor) -> Tensor:
     r""":math:`s = -E/\sigma`; divides by σ."""
+    _check(values, x, noise_prediction, "noise_prediction")
     return -noise_prediction / _column(values.sigma)

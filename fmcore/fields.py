@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._checks import TimeLike
+from ._checks import TimeLike, check_instance
 from .schedules import Schedule
 from .targets import GaussianMixture
 
@@ -21,10 +21,8 @@ class AnalyticField:
     """The exact marginal velocity, score and divergence of ``target`` along ``schedule`` (DESIGN §3)."""
 
     def __init__(self, target: GaussianMixture, schedule: Schedule):
-        if not isinstance(target, GaussianMixture):
-            raise ValueError(f"target must be a GaussianMixture, got {type(target).__name__}")
-        if not isinstance(schedule, Schedule):
-            raise ValueError(f"schedule must be a Schedule (see fmcore.schedules.get_schedule), got {type(schedule).__name__}")
+        check_instance("target", target, GaussianMixture, "e.g. fmcore.get_target('seed000')")
+        check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
         self.target = target
         self.schedule = schedule
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._checks import check_positive
+from ._checks import check_instance, check_int, check_number, check_positive
 from ._registry import Registry
 from .schedules import Schedule
 
@@ -37,10 +37,11 @@ def get_grid(
 ) -> Tensor:
     """The named grid with ``steps`` intervals on ``[t0, t1]`` (float64, CPU)."""
     GRIDS.lookup(name)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-    t0, t1 = float(t0), float(t1)
-    if not (0.0 <= t0 < t1 <= 1.0):
+    steps = check_int("steps", steps)
+    t0, t1 = check_number("t0", t0, 0.0, 1.0), check_number("t1", t1, 0.0, 1.0)
+    if schedule is not None:
+        check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
+    if not (t0 < t1):
         raise ValueError(f"the grid's interval must satisfy 0 ≤ t0 < t1 ≤ 1, got t0={t0}, t1={t1}")
     grid = GRIDS.build(name, steps, schedule=schedule, t0=t0, t1=t1, **params)
     check_grid(grid)
@@ -49,9 +50,9 @@ def get_grid(
 
 def check_grid(grid: Tensor, increasing: bool = True) -> None:
     """Raise unless ``grid`` is a 1-D tensor of ≥ 2 finite times in [0, 1], strictly monotone."""
-    if not isinstance(grid, Tensor) or grid.dim() != 1 or grid.numel() < 2:
-        shape = tuple(grid.shape) if isinstance(grid, Tensor) else type(grid).__name__
-        raise ValueError(f"a grid must be a 1-D tensor of at least 2 times, got {shape}")
+    check_instance("grid", grid, Tensor, "a 1-D tensor of times")
+    if grid.dim() != 1 or grid.numel() < 2:
+        raise ValueError(f"a grid must be a 1-D tensor of at least 2 times, got shape {tuple(grid.shape)}")
     if not bool(torch.isfinite(grid).all()) or float(grid.min()) < 0 or float(grid.max()) > 1:
         raise ValueError(f"grid times must be finite and lie in [0, 1], got min {float(grid.min())}, max {float(grid.max())}")
     steps = grid[1:] - grid[:-1]
@@ -62,8 +63,9 @@ def check_grid(grid: Tensor, increasing: bool = True) -> None:
 
 
 def _require_schedule(name: str, schedule: Schedule | None) -> Schedule:
-    if not isinstance(schedule, Schedule):
-        raise ValueError(f"grid {name!r} is defined in noise level and needs a schedule, got {schedule!r}")
+    if schedule is None:
+        raise ValueError(f"grid {name!r} is defined in noise level and needs a schedule (get_grid(..., schedule=...))")
+    check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
     return schedule
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_finite
+from ._checks import as_float64, as_generator, check_finite, check_instance, check_int, check_memory, check_samples
 from .targets import GaussianMixture
 
 __all__ = [
@@ -40,16 +40,17 @@ PSD_TOLERANCE = 1e-10  # eigenvalues ≥ −tolerance·(largest |eigenvalue|) co
 # ---------------------------------------------------------------------- validation
 
 
+W2_EXACT_BYTES_PER_PAIR = 41
+"""Peak memory of :func:`w2_exact` per (x, y) pair: the float64 cost matrix and the network simplex's own arrays,
+measured at n = 2000 and 4000 (41 bytes per pair at both)."""
+
+
 def _check_point_cloud(name: str, x: Tensor) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor of shape (n, d), got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must have shape (n, d), got {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); need at least one point of dimension ≥ 1")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} must be a floating tensor, got {x.dtype}")
-    check_finite(name, x)
+    check_samples(name, x, finite=True, min_points=1)
+
+
+def _check_target(target) -> None:
+    check_instance("target", target, GaussianMixture, "e.g. fmcore.get_target('seed000'), not its name")
 
 
 def _check_pair(x: Tensor, y: Tensor, same_size: bool = False) -> None:
@@ -62,11 +63,10 @@ def _check_pair(x: Tensor, y: Tensor, same_size: bool = False) -> None:
 
 
 def _symmetric_psd(name: str, matrix, dim: int | None = None) -> Tensor:
-    matrix = torch.as_tensor(matrix, dtype=torch.float64).detach().cpu()
+    matrix = as_float64(name, matrix)
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1] or (dim is not None and matrix.shape[0] != dim):
         expected = f"({dim}, {dim})" if dim is not None else "(d, d)"
         raise ValueError(f"{name} must be a square matrix of shape {expected}, got {tuple(matrix.shape)}")
-    check_finite(name, matrix)
     scale = float(matrix.abs().max()) or 1.0
     if float((matrix - matrix.T).abs().max()) > 1e-8 * scale:
         raise ValueError(f"{name} must be symmetric (|C − Cᵀ| ≤ 1e-8·max|C|)")
@@ -95,12 +95,13 @@ def w2_gaussian(mean1, cov1, mean2, cov2) -> float:
     are clamped to 0, so singular and ill-conditioned covariances are fine (the result is then exact up to
     about :math:`\sqrt{\epsilon\,\|C\|}`). Cost :math:`O(d^3)`. No sampling error.
     """
-    mean1 = torch.as_tensor(mean1, dtype=torch.float64).detach().cpu().reshape(-1)
-    mean2 = torch.as_tensor(mean2, dtype=torch.float64).detach().cpu().reshape(-1)
-    if mean1.shape != mean2.shape:
-        raise ValueError(f"mean1 and mean2 must have the same dimension, got {mean1.numel()} and {mean2.numel()}")
-    check_finite("mean1", mean1)
-    check_finite("mean2", mean2)
+    mean1 = as_float64("mean1", mean1)
+    mean2 = as_float64("mean2", mean2)
+    if mean1.dim() > 1 or mean2.dim() > 1 or mean1.shape != mean2.shape or mean1.numel() == 0:
+        raise ValueError(
+            f"mean1 and mean2 must be vectors (d,) of the same d ≥ 1, got shapes {tuple(mean1.shape)} and {tuple(mean2.shape)}"
+        )
+    mean1, mean2 = mean1.reshape(-1), mean2.reshape(-1)
     dim = mean1.numel()
     cov1, cov2 = _symmetric_psd("cov1", cov1, dim), _symmetric_psd("cov2", cov2, dim)
     root2 = _psd_sqrt(cov2)
@@ -112,7 +113,7 @@ def w2_gaussian(mean1, cov1, mean2, cov2) -> float:
 # ---------------------------------------------------------------------- exact optimal transport
 
 
-def w2_exact(x: Tensor, y: Tensor, max_iterations: int = 100_000_000) -> float:
+def w2_exact(x: Tensor, y: Tensor, max_iterations: int = 100_000_000, max_memory_bytes: float | None = None) -> float:
     r"""Exact W2 between the empirical measures of ``x`` (n points) and ``y`` (m points), uniform weights.
 
     Solved by POT's network simplex (``ot.emd2``) on the squared-Euclidean cost matrix, in float64. Chosen by
@@ -121,11 +122,17 @@ def w2_exact(x: Tensor, y: Tensor, max_iterations: int = 100_000_000) -> float:
     :math:`O(n^2 \log n)`–:math:`O(n^3)` time; practical to n ≈ 10⁴. No error of its own beyond float64
     round-off (raises if the simplex hits ``max_iterations``); as an estimate of the W2 between the
     underlying laws it carries the sample-size bias described in the module docstring.
+
+    Memory is estimated first (:data:`W2_EXACT_BYTES_PER_PAIR` × n × m) and a ``MemoryError`` raised, before any
+    allocation, above ``max_memory_bytes`` (default 4 GiB: n = m ≈ 10⁴).
     """
     import ot
     from scipy.spatial.distance import cdist
 
     _check_pair(x, y)
+    max_iterations = check_int("max_iterations", max_iterations)
+    check_memory(f"w2_exact of {x.shape[0]} × {y.shape[0]} points", W2_EXACT_BYTES_PER_PAIR * x.shape[0] * y.shape[0],
+                 max_memory_bytes)
     x64 = x.detach().to(dtype=torch.float64, device="cpu").numpy()
     y64 = y.detach().to(dtype=torch.float64, device="cpu").numpy()
     cost = cdist(x64, y64, metric="sqeuclidean")  # Σ(x − y)², no cancellation (unlike ‖x‖² + ‖y‖² − 2x·y)
@@ -185,10 +192,8 @@ def w2_sliced(
     different distance from W2 (smaller, by a factor that depends on d): compare it only with itself.
     """
     _check_pair(x, y)
-    if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
-        raise ValueError(f"n_projections must be an integer ≥ 1, got {n_projections!r}")
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        generator = torch.Generator().manual_seed(generator)
+    n_projections, batch = check_int("n_projections", n_projections), check_int("batch", batch)
+    generator = as_generator(generator)
     directions = torch.randn(n_projections, x.shape[1], dtype=torch.float64, generator=generator)
     directions = directions / directions.norm(dim=1, keepdim=True)
     work_dtype = torch.promote_types(x.dtype, y.dtype)
@@ -214,14 +219,13 @@ def w2_floor(
     A solver's empirical W2 against a target sample is only meaningful where it clearly exceeds this.
     Cost: ``repeats`` calls of the estimator at size n. Its own spread: run with ``repeats`` > 1.
     """
+    _check_target(target)
+    if not isinstance(estimator, str):
+        raise TypeError(f"estimator must be a name, one of {sorted(W2_ESTIMATORS)}, got {type(estimator).__name__}")
     if estimator not in W2_ESTIMATORS:
         raise KeyError(f"unknown estimator {estimator!r}; valid names: {sorted(W2_ESTIMATORS)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an integer ≥ 1, got {n!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an integer ≥ 1, got {repeats!r}")
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        generator = torch.Generator().manual_seed(generator)
+    n, repeats = check_int("n", n), check_int("repeats", repeats)
+    generator = as_generator(generator)
     values = []
     for _ in range(repeats):
         first, second = target.sample(n, generator=generator), target.sample(n, generator=generator)
@@ -249,6 +253,7 @@ def gaussian_fit_w2(x: Tensor, target: GaussianMixture) -> float:
     Cost :math:`O(nd^2 + d^3)`. Blind to everything beyond second moments. Its own error: the sample mean's
     standard error is :math:`\\sqrt{\\operatorname{tr}\\Sigma/n}`, which is also roughly its floor for an exact
     sampler (use :func:`w2_floor`-style repeats to measure it for a given n)."""
+    _check_target(target)
     _check_point_cloud("x", x)
     if x.shape[0] < 2:
         raise ValueError("gaussian_fit_w2 needs at least 2 points to estimate a covariance")
@@ -265,6 +270,7 @@ def mode_tv(x: Tensor, target: GaussianMixture) -> float:
     Cost :math:`O(nKd^2)`. Its own error: multinomial noise, about :math:`\frac12\sum_k\sqrt{w_k/n}` for an
     exact sampler, plus the misassignment of samples that fall where components overlap (zero for
     well-separated modes)."""
+    _check_target(target)
     _check_point_cloud("x", x)
     if x.shape[1] != target.dim:
         raise ValueError(f"x must have d = {target.dim} columns to match the target, got {x.shape[1]}")
@@ -280,10 +286,11 @@ def nll_error(model_logp: Tensor, x: Tensor, target: GaussianMixture) -> float:
     On target samples its expectation is :math:`-\mathrm{KL}(p\,\|\,q) \le 0`, so a positive value is Monte
     Carlo noise or a model error. Cost :math:`O(nKd^2)` beyond computing ``model_logp``; standard error
     :math:`\operatorname{sd}(\log q - \log p)/\sqrt n`."""
+    _check_target(target)
     _check_point_cloud("x", x)
     if x.shape[1] != target.dim:
         raise ValueError(f"x must have d = {target.dim} columns to match the target, got {x.shape[1]}")
-    model_logp = torch.as_tensor(model_logp).detach().double().cpu().reshape(-1)
+    model_logp = as_float64("model_logp", model_logp).reshape(-1)
     if model_logp.numel() != x.shape[0]:
         raise ValueError(f"model_logp must have one value per point: {x.shape[0]}, got {model_logp.numel()}")
     check_finite("model_logp", model_logp)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ._checks import as_time, check_samples
+from ._checks import as_generator, as_time, check_bool, check_instance, check_int, check_number, check_samples
 from .conversions import (
     score_from_data_prediction,
     score_from_noise_prediction,
@@ -78,7 +78,9 @@ class SinusoidalMLP(nn.Module):
 
     def __init__(self, dim: int, width: int = 64, depth: int = 4, time_embedding: int = 16):
         super().__init__()
-        if dim < 1 or width < 1 or depth < 1 or time_embedding < 2 or time_embedding % 2:
+        dim, width, depth = check_int("dim", dim), check_int("width", width), check_int("depth", depth)
+        time_embedding = check_int("time_embedding", time_embedding, minimum=2)
+        if time_embedding % 2:
             raise ValueError(
                 f"need dim ≥ 1, width ≥ 1, depth ≥ 1 and an even time_embedding ≥ 2; got dim={dim}, width={width}, "
                 f"depth={depth}, time_embedding={time_embedding}"
@@ -103,8 +105,10 @@ class LearnedField:
     ``.dim``, ``.schedule``, ``.dtype``; ``.objective`` says what the network predicts."""
 
     def __init__(self, model: nn.Module, schedule: Schedule, objective: str, t_eps: float = 1e-3, config: dict | None = None):
-        if objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {objective!r}; valid: {list(OBJECTIVES)}")
+        _check_objective(objective)
+        check_instance("model", model, nn.Module, "a network called as model(t, x)")
+        check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
+        t_eps = check_number("t_eps", t_eps, 0.0, 0.5, low_open=True, high_open=True)
         self.model = model.eval()
         self.schedule = schedule
         self.objective = objective
@@ -165,6 +169,13 @@ class LearnedField:
 
 
 # ---------------------------------------------------------------------- training
+
+
+def _check_objective(objective) -> None:
+    if not isinstance(objective, str):
+        raise TypeError(f"objective must be a name, one of {list(OBJECTIVES)}, got {type(objective).__name__}")
+    if objective not in OBJECTIVES:
+        raise KeyError(f"unknown objective {objective!r}; valid names: {list(OBJECTIVES)}")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -306,18 +317,22 @@ def train_model(
     number of steps done depends on the machine; it is recorded in ``field.config``). ``cache_dir=None``
     uses :func:`default_cache_dir`; ``cache_dir=False`` disables caching.
     """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; valid: {list(OBJECTIVES)}")
-    if not isinstance(target, GaussianMixture):
-        raise ValueError(f"target must be a GaussianMixture, got {type(target).__name__}")
-    if not isinstance(schedule, Schedule):
-        raise ValueError(f"schedule must be a Schedule (fmcore.schedules.get_schedule), got {type(schedule).__name__}")
+    _check_objective(objective)
+    check_instance("target", target, GaussianMixture, "e.g. fmcore.get_target('seed000')")
+    check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
     if steps is None and budget_s is None:
         raise ValueError("give a training budget: steps (reproducible) and/or budget_s (seconds)")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be an integer ≥ 1, got {steps!r}")
-    if budget_s is not None and not budget_s > 0:
-        raise ValueError(f"budget_s must be > 0, got {budget_s!r}")
+    if steps is not None:
+        steps = check_int("steps", steps)
+    if budget_s is not None:
+        budget_s = check_number("budget_s", budget_s, 0.0, low_open=True)
+    seed = check_int("seed", seed, minimum=0)
+    batch_size = check_int("batch_size", batch_size)
+    learning_rate = check_number("learning_rate", learning_rate, 0.0, low_open=True)
+    t_eps = check_number("t_eps", t_eps, 0.0, 0.5, low_open=True, high_open=True)
+    check_bool("progress", progress)
+    if cache_dir is not None and cache_dir is not False and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(f"cache_dir must be a path, None (the default cache) or False (no cache), got {type(cache_dir).__name__}")
     unknown = set(architecture) - set(DEFAULT_ARCHITECTURE)
     if unknown:
         raise ValueError(f"unknown architecture options {sorted(unknown)}; valid: {sorted(DEFAULT_ARCHITECTURE)}")
@@ -374,8 +389,11 @@ def exact_fm_loss(
     training minimises up to a constant (seeds 001, 003, 004). Monte Carlo standard error about
     :math:`\operatorname{sd}(\|v_\theta - u\|^2)/\sqrt n` per bin.
     """
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        generator = torch.Generator().manual_seed(generator)
+    check_instance("analytic_field", analytic_field, AnalyticField, "the exact field the model is compared with")
+    if not callable(getattr(field, "velocity_and_score", None)):
+        raise TypeError(f"field must have .velocity_and_score(t, x) (a LearnedField), got {type(field).__name__}")
+    n, time_bins = check_int("n", n), check_int("time_bins", time_bins)
+    generator = as_generator(generator)
     target, schedule = analytic_field.target, analytic_field.schedule
     dtype = getattr(field, "dtype", torch.float64)
     edges = torch.linspace(0, 1, time_bins + 1, dtype=torch.float64).tolist()

@@ -32,7 +32,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import TimeLike, as_time, check_finite, check_samples
+from ._checks import (
+    TimeLike,
+    as_float64,
+    as_generator,
+    as_time,
+    check_choice,
+    check_instance,
+    check_int,
+    check_number,
+    check_samples,
+)
 from ._registry import Registry
 from .schedules import Schedule, ScheduleValues, get_schedule
 
@@ -84,15 +94,25 @@ class GaussianMixture:
         means: ``(K, d)``.
         covs: full ``(K, d, d)`` (symmetric positive definite), diagonal ``(K, d)`` or isotropic ``(K,)``
             (positive entries).
+        covariance_type: ``"full"``, ``"diag"`` or ``"iso"``; read from the shape of ``covs`` when None. It must
+            be given when the shape is ambiguous: ``covs`` of shape ``(K, d)`` with ``K = d > 1`` could be K
+            diagonals or one full ``(d, d)`` matrix meant for every component.
+
+    A full covariance is *numerically singular* when its smallest eigenvalue from ``eigh`` is at most
+    :data:`EIGENVALUE_FLOOR` times its largest: ``eigh`` resolves eigenvalues only to about
+    :math:`\epsilon\,\lambda_{max}`, so such an eigenvalue could be zero (or negative), and the score at t = 1
+    would be noise amplified by :math:`1/\lambda_{min}`. Such covariances are refused, never silently used:
+    regularise explicitly (add :math:`\delta I`) if that is what is meant. Diagonal and isotropic variances are
+    taken as given (only > 0 is required): no eigendecomposition rounds them.
     """
 
     cpu_chunk_elements: int = 2**20
     """On the CPU, closed forms are evaluated about this many (point, component, dimension) entries at a time."""
 
-    def __init__(self, weights, means, covs):
-        weights = _as_float64("weights", weights)
-        means = _as_float64("means", means)
-        covs = _as_float64("covs", covs)
+    def __init__(self, weights, means, covs, covariance_type: str | None = None):
+        weights = as_float64("weights", weights)
+        means = as_float64("means", means)
+        covs = as_float64("covs", covs)
         if weights.dim() != 1 or weights.numel() == 0:
             raise ValueError(f"weights must have shape (K,) with K ≥ 1, got shape {tuple(weights.shape)}")
         if means.dim() != 2 or means.shape[0] != weights.shape[0] or means.shape[1] == 0:
@@ -104,23 +124,40 @@ class GaussianMixture:
         if abs(float(weights.sum()) - 1.0) > 1e-6:
             raise ValueError(f"weights must sum to 1 (within 1e-6), they sum to {float(weights.sum())!r}")
         count, dim = means.shape
-        eigenvalues, eigenvectors = _eigendecompose(covs, count, dim)
+        eigenvalues, eigenvectors = _eigendecompose(covs, count, dim, covariance_type)
         self._init_from_eigen(weights / weights.sum(), means, eigenvalues, eigenvectors)
 
     @classmethod
     def from_eigendecomposition(cls, weights, means, eigenvalues, eigenvectors=None) -> GaussianMixture:
         """Build from :math:`\\Sigma_k = U_k \\operatorname{diag}(\\lambda_k) U_k^\\top` without a new eigh.
 
-        ``eigenvectors`` ``(K, d, d)`` must be orthogonal (columns are eigenvectors); None means axis-aligned.
+        ``eigenvalues`` ``(K, d)`` must be > 0; ``eigenvectors`` ``(K, d, d)`` must be orthogonal to within
+        :data:`ORTHOGONALITY_TOLERANCE` (``max |UᵀU − I|``; columns are eigenvectors); None means axis-aligned.
         """
         if eigenvectors is None:
-            return cls(weights, means, eigenvalues)
-        eigenvectors = _as_float64("eigenvectors", eigenvectors)
-        eigenvalues = _as_float64("eigenvalues", eigenvalues)
+            return cls(weights, means, eigenvalues, covariance_type="diag")
+        eigenvectors = as_float64("eigenvectors", eigenvectors)
+        eigenvalues = as_float64("eigenvalues", eigenvalues)
+        count = eigenvalues.shape[0] if eigenvalues.dim() == 2 else -1
+        dim = eigenvalues.shape[1] if eigenvalues.dim() == 2 else -1
+        if eigenvalues.dim() != 2 or eigenvectors.shape != (count, dim, dim):
+            raise ValueError(
+                f"eigenvalues must have shape (K, d) and eigenvectors (K, d, d) to match; got "
+                f"{tuple(eigenvalues.shape)} and {tuple(eigenvectors.shape)}"
+            )
+        if bool((eigenvalues <= 0).any()):
+            raise ValueError(f"eigenvalues must be > 0; the smallest is {float(eigenvalues.min()):.3g}")
+        identity = torch.eye(dim, dtype=torch.float64)
+        departure = float((eigenvectors.transpose(-1, -2) @ eigenvectors - identity).abs().amax())
+        if departure > ORTHOGONALITY_TOLERANCE:
+            raise ValueError(
+                f"eigenvectors must be orthogonal (max |UᵀU − I| ≤ {ORTHOGONALITY_TOLERANCE:g}); got {departure:.3g}. "
+                "Pass the covariances to GaussianMixture(...) instead if the basis is not orthonormal"
+            )
         covs = eigenvectors @ torch.diag_embed(eigenvalues) @ eigenvectors.transpose(-1, -2)
         mixture = cls.__new__(cls)
         # Validate everything through the ordinary constructor's checks, then keep the given basis.
-        reference = cls(weights, means, covs)
+        reference = cls(weights, means, covs, covariance_type="full")
         mixture._init_from_eigen(reference.weights, reference.means, eigenvalues, eigenvectors)
         return mixture
 
@@ -153,11 +190,15 @@ class GaussianMixture:
         return self.weights @ self.means
 
     def covariance(self) -> Tensor:
-        """Exact covariance :math:`\\sum_k w_k(\\Sigma_k + \\mu_k\\mu_k^\\top) - m m^\\top` (float64)."""
-        mean = self.mean()
-        second_moment = torch.einsum("k,kij->ij", self.weights, self.covariances)
-        second_moment = second_moment + torch.einsum("k,ki,kj->ij", self.weights, self.means, self.means)
-        covariance = second_moment - torch.outer(mean, mean)
+        """Exact covariance :math:`\\sum_k w_k\\Sigma_k + \\sum_k w_k(\\mu_k - m)(\\mu_k - m)^\\top` (float64).
+
+        Written with centred means, so means far from the origin (say 1e200) do not cancel catastrophically;
+        ``ValueError`` when the covariance itself is beyond float64's range."""
+        centred = self.means - self.mean()
+        covariance = torch.einsum("k,kij->ij", self.weights, self.covariances)
+        covariance = covariance + torch.einsum("k,ki,kj->ij", self.weights, centred, centred)
+        if not bool(torch.isfinite(covariance).all()):
+            raise ValueError("the mixture's covariance overflows float64: its components are too far apart to represent it")
         return 0.5 * (covariance + covariance.T)
 
     def __repr__(self) -> str:
@@ -191,8 +232,10 @@ class GaussianMixture:
         Component indices come from ``torch.multinomial`` and the Gaussian part from ``torch.randn``,
         both with ``generator``, so a seed fixes the sample on every device.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        n = check_int("n", n, minimum=0)
+        generator = as_generator(generator)
+        if n == 0:
+            return torch.empty(0, self.dim, dtype=torch.float64)
         components = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
         scaled = noise * torch.sqrt(self.eigenvalues[components])
@@ -236,6 +279,8 @@ class GaussianMixture:
         squared_norm = whitened.square().sum(-1)
         log_joint = params.log_weights - 0.5 * squared_norm - whitening.log_det - 0.5 * self.dim * _LOG_2PI
         responsibilities, log_density = _normalise_log_weights(log_joint)
+        if not bool(torch.isfinite(log_density).all()):
+            _explain_non_finite(x, log_density)
         return _Components(whitening.values, whitened, whitening.std, responsibilities, log_density)
 
     def _rotate_in(self, x: Tensor, params: _Parameters) -> Tensor:
@@ -264,6 +309,7 @@ class GaussianMixture:
 
     def marginal(self, t: TimeLike, schedule: Schedule) -> GaussianMixture:
         """The mixture :math:`p_t` of :math:`x_t` (scalar ``t``): means :math:`\\alpha_t\\mu_k`, covariances :math:`C_k(t)`."""
+        check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
         t_tensor = as_time(t)
         if t_tensor.dim() != 0:
             raise ValueError(f"marginal needs a scalar t, got shape {tuple(t_tensor.shape)}")
@@ -284,9 +330,14 @@ class GaussianMixture:
         so chunking changes no result. On CUDA the whole batch goes at once.
         """
         check_samples("x", x, self.dim)
+        check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
         t_tensor = as_time(t, like=x, n=x.shape[0])
-        params = self._parameters(x)
         n = x.shape[0]
+        if n == 0:  # the same shapes and dtypes as for one point, with no rows
+            one = torch.zeros(1, self.dim, dtype=x.dtype, device=x.device)
+            output = self._evaluate(t_tensor if t_tensor.dim() == 0 else 0.5, one, schedule, compute)
+            return tuple(part[:0] for part in output) if isinstance(output, tuple) else output[:0]
+        params = self._parameters(x)
         chunk = n if x.device.type != "cpu" else max(1, self.cpu_chunk_elements // (self.num_components * self.dim))
         shared = self._whitening(schedule.values(t_tensor), params) if t_tensor.dim() == 0 else None
         outputs = []
@@ -395,7 +446,8 @@ class GaussianMixture:
                 f"flow_map is exact only for a single Gaussian (K = 1); this mixture has K = {self.num_components}. "
                 "Use a float64 reference solve (fmcore.solvers) for K > 1."
             )
-        check_samples("x", x, self.dim)
+        check_samples("x", x, self.dim, finite=True)
+        check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
         params = self._parameters(x)
         start, end = schedule(as_time(t0, like=x)), schedule(as_time(t1, like=x))
         if start.alpha.dim() or end.alpha.dim():
@@ -416,31 +468,52 @@ class GaussianMixture:
 
 def Gaussian(mean, cov) -> GaussianMixture:
     """A single Gaussian :math:`N(\\mu, \\Sigma)`: the K = 1 mixture. ``cov`` full ``(d,d)``, diagonal ``(d,)`` or a scalar."""
-    mean = _as_float64("mean", mean)
-    cov = _as_float64("cov", cov)
+    mean = as_float64("mean", mean)
+    cov = as_float64("cov", cov)
     if mean.dim() != 1:
         raise ValueError(f"mean must have shape (d,), got {tuple(mean.shape)}")
-    return GaussianMixture(torch.ones(1, dtype=torch.float64), mean.unsqueeze(0), cov.unsqueeze(0))
+    kinds = {0: "iso", 1: "diag", 2: "full"}
+    if cov.dim() not in kinds:
+        raise ValueError(f"cov must be a scalar, a (d,) diagonal or a (d, d) matrix, got shape {tuple(cov.shape)}")
+    return GaussianMixture(
+        torch.ones(1, dtype=torch.float64), mean.unsqueeze(0), cov.reshape(1, *cov.shape), covariance_type=kinds[cov.dim()]
+    )
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _as_float64(name: str, value) -> Tensor:
-    try:
-        tensor = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{name} must be convertible to a float tensor: {error}") from None
-    check_finite(name, tensor)
-    return tensor
+EIGENVALUE_FLOOR = 1e-12
+"""A full covariance whose smallest eigenvalue is ≤ this × its largest is refused as numerically singular."""
+
+ORTHOGONALITY_TOLERANCE = 1e-8
+"""``from_eigendecomposition`` refuses eigenvectors with ``max |UᵀU − I|`` above this."""
 
 
-def _eigendecompose(covs: Tensor, count: int, dim: int) -> tuple[Tensor, Tensor | None]:
+def _covariance_type(covs: Tensor, count: int, dim: int, covariance_type: str | None) -> str:
+    """The kind of ``covs``: given, or read from its shape where that is unambiguous."""
+    if covariance_type is not None:
+        return check_choice("covariance_type", covariance_type, ("full", "diag", "iso"))
+    if covs.shape == (count, dim) and count == dim and dim > 1:
+        raise ValueError(
+            f"covs of shape {tuple(covs.shape)} is ambiguous when K = d = {dim}: K diagonals, or one full (d, d) "
+            "covariance? Pass covariance_type='diag', or a (K, d, d) tensor for full covariances"
+        )
+    if covs.shape == (count,) and covs.dim() == 1:
+        return "iso"
+    return "diag" if covs.dim() == 2 else "full"
+
+
+def _eigendecompose(covs: Tensor, count: int, dim: int, covariance_type: str | None = None) -> tuple[Tensor, Tensor | None]:
     """Return ``(eigenvalues (K,d), eigenvectors (K,d,d) or None)`` from full, diagonal or isotropic ``covs``."""
-    if covs.shape == (count,):
+    kind_given = _covariance_type(covs, count, dim, covariance_type)
+    expected = {"iso": (count,), "diag": (count, dim), "full": (count, dim, dim)}[kind_given]
+    if covariance_type is not None and covs.shape != expected:
+        raise ValueError(f"covs must have shape {expected} for covariance_type={covariance_type!r}, got {tuple(covs.shape)}")
+    if covs.shape == (count,) and kind_given == "iso":
         eigenvalues, eigenvectors = covs.unsqueeze(1).expand(count, dim).clone(), None
         kind = "isotropic variances"
-    elif covs.shape == (count, dim):
+    elif covs.shape == (count, dim) and kind_given == "diag":
         eigenvalues, eigenvectors = covs.clone(), None
         kind = "diagonal variances"
     elif covs.shape == (count, dim, dim):
@@ -463,7 +536,29 @@ def _eigendecompose(covs: Tensor, count: int, dim: int) -> tuple[Tensor, Tensor 
         raise ValueError(
             f"covs must be positive definite; the smallest {kind} is {smallest:.3g} (all must be > 0)"
         )
+    if eigenvectors is not None:
+        ratio = eigenvalues[:, 0] / eigenvalues[:, -1]  # eigh sorts ascending: smallest / largest per component
+        worst = int(ratio.argmin())
+        if float(ratio[worst]) <= EIGENVALUE_FLOOR:
+            raise ValueError(
+                f"covs[{worst}] is numerically singular: its smallest eigenvalue {float(eigenvalues[worst, 0]):.3g} is "
+                f"≤ {EIGENVALUE_FLOOR:g} × its largest {float(eigenvalues[worst, -1]):.3g}, below what eigh resolves. "
+                "Regularise it explicitly (covs + δ·I) if that is what you mean"
+            )
     return eigenvalues, eigenvectors
+
+
+def _explain_non_finite(x: Tensor, log_density: Tensor) -> None:
+    """Raise the reason a log-density came out non-finite: non-finite input, or a distance beyond the dtype's range."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x must be finite; it holds {int((~torch.isfinite(x)).sum())} non-finite value(s) (NaN or inf)")
+    bad = int((~torch.isfinite(log_density)).sum())
+    raise ValueError(
+        f"{bad} point(s) of x are too far from every component for {x.dtype}: their squared whitened distance "
+        f"overflows (largest |x| = {float(x.abs().max()):.3g}), so log p_t, the responsibilities and every closed form "
+        "there are beyond the dtype's range"
+        + (". Use float64, or points nearer the data" if x.dtype != torch.float64 else "")
+    )
 
 
 def _normalise_log_weights(log_joint: Tensor) -> tuple[Tensor, Tensor]:
@@ -530,10 +625,9 @@ def _random_rotation(dim: int, generator: torch.Generator) -> Tensor:
 def anisotropic_gaussian(d: int = 8, condition_number: float = 100.0, seed: int = 0, scale: float = 1.0) -> GaussianMixture:
     """A correlated Gaussian in d dims: eigenvalues log-spaced from ``scale`` down to ``scale/condition_number``,
     a seeded Haar rotation and a seeded N(0, I) mean."""
-    if int(d) < 1:
-        raise ValueError(f"d must be ≥ 1, got {d}")
-    if not condition_number >= 1:
-        raise ValueError(f"condition_number must be ≥ 1, got {condition_number}")
+    d, seed = check_int("d", d), check_int("seed", seed, minimum=0)
+    condition_number = check_number("condition_number", condition_number, 1.0, 1.0 / EIGENVALUE_FLOOR, high_open=True)
+    scale = check_number("scale", scale, 0.0, low_open=True)
     generator = torch.Generator().manual_seed(int(seed))
     eigenvalues = scale * torch.logspace(0.0, -math.log10(condition_number), int(d), dtype=torch.float64)
     rotation = _random_rotation(int(d), generator)
@@ -548,6 +642,8 @@ def eight_gaussians(scale: float = 5.0, var: float = 0.1) -> GaussianMixture:
     """TorchCFM's 2-D ring (``sample_8gaussians``): eight equal-weight modes at ``scale`` × the unit
     vectors at multiples of 45°. TorchCFM builds the noise as ``MultivariateNormal(0, √var · I)``, so each
     mode's covariance is √var · I (≈ 0.316 I for var = 0.1), not var · I."""
+    scale = check_number("scale", scale, 0.0, low_open=True)
+    var = check_number("var", var, 0.0, low_open=True)
     angles = torch.tensor([0, 4, 2, 6, 1, 5, 3, 7], dtype=torch.float64) * (math.pi / 4)
     centres = scale * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)
     centres = torch.where(centres.abs() < 1e-12, torch.zeros_like(centres), centres)
@@ -562,9 +658,11 @@ def hard_mixture(
     """A hard seeded mixture: K full-covariance components in d dims, weights from ``min_weight`` up
     (the smallest exactly ``min_weight``), modes from narrow (eigenvalues ≈ ``narrow``) to wide (≈ ``wide``),
     means N(0, spread² I)."""
-    K, d = int(K), int(d)
-    if K < 1 or d < 1:
-        raise ValueError(f"K and d must be ≥ 1, got K={K}, d={d}")
+    K, d, seed = check_int("K", K), check_int("d", d), check_int("seed", seed, minimum=0)
+    narrow = check_number("narrow", narrow, 0.0, low_open=True)
+    wide = check_number("wide", wide, narrow)
+    spread = check_number("spread", spread, 0.0)
+    min_weight = check_number("min_weight", min_weight)
     if not 0 < min_weight <= 1 / K:
         raise ValueError(f"min_weight must lie in (0, 1/K] = (0, {1 / K:.3g}], got {min_weight}")
     generator = torch.Generator().manual_seed(int(seed))

@@ -28,3 +28,17 @@ def schedule_id(entry) -> str:
 def any_schedule(request):
     name, params = request.param
     return get_schedule(name, **params)
+
+
+# ---------------------------------------------------------------------- Hypothesis profiles
+# default: bounded and derandomised, so every run (and CI) checks the same examples quickly;
+# slow: 2 000 examples per property, random, for deeper runs: HYPOTHESIS_PROFILE=slow pytest tests/test_properties.py
+import os  # noqa: E402
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("default", max_examples=25, deadline=None, derandomize=True, database=None)
+settings.register_profile(
+    "slow", max_examples=2000, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -46,7 +46,7 @@ def test_field_interface():
 
 
 def test_field_rejects_wrong_inputs():
-    with pytest.raises(ValueError, match="target must be"):
+    with pytest.raises(TypeError, match="target must be"):
         AnalyticField("seed000", get_schedule("cosine"))
-    with pytest.raises(ValueError, match="schedule must be"):
+    with pytest.raises(TypeError, match="schedule must be"):
         AnalyticField(get_target("seed000"), "cosine")

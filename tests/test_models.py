@@ -148,8 +148,8 @@ def test_learned_fields_drive_every_sampler():
 @pytest.mark.parametrize(
     "call, error, fragment",
     [
-        (lambda: train_model(get_target("seed000"), get_schedule("cond_ot"), "ddpm", steps=1), ValueError, "objective"),
-        (lambda: train_model(get_target("seed000"), "cond_ot", steps=1), ValueError, "schedule must be"),
+        (lambda: train_model(get_target("seed000"), get_schedule("cond_ot"), "ddpm", steps=1), KeyError, "objective"),
+        (lambda: train_model(get_target("seed000"), "cond_ot", steps=1), TypeError, "schedule must be"),
         (lambda: train_model(get_target("seed000"), get_schedule("cond_ot")), ValueError, "budget"),
         (lambda: train_model(get_target("seed000"), get_schedule("cond_ot"), steps=0), ValueError, "steps must be"),
         (lambda: train_model(get_target("seed000"), get_schedule("cond_ot"), steps=1, heads=4), ValueError, "architecture"),

@@ -105,12 +105,18 @@ def test_unknown_schedule_lists_valid_names():
         ("ve", {"sigma_min": 2.0, "sigma_max": 1.0}, "sigma_max"),
         ("poly", {"n": 0.0}, "n must"),
         ("poly", {"n": math.nan}, "n must"),
-        ("cosine", {"bogus": 1.0}, "bad parameters"),
     ],
 )
 def test_bad_parameters(name, params, fragment):
     with pytest.raises(ValueError, match=fragment):
         get_schedule(name, **params)
+
+
+def test_parameters_of_the_wrong_name_or_type():
+    with pytest.raises(TypeError, match=r"takes no parameter\(s\) \['bogus'\]"):
+        get_schedule("cosine", bogus=1.0)
+    with pytest.raises(TypeError, match="sigma_min must be a real number"):
+        get_schedule("cond_ot", sigma_min="0.1")
 
 
 @pytest.mark.parametrize("t", [-0.1, 1.5, math.nan, torch.tensor([0.5, 1.01]), torch.tensor([math.inf])])

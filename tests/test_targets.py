@@ -24,7 +24,8 @@ def _mixture(kind: str, seed: int = 0, K: int = 3, d: int = 3) -> GaussianMixtur
         covs = 0.05 + torch.rand(K, d, dtype=torch.float64, generator=generator)
     else:
         covs = 0.05 + torch.rand(K, dtype=torch.float64, generator=generator)
-    return GaussianMixture(weights, means, covs)
+    covariance_type = {"full": "full", "diagonal": "diag", "isotropic": "iso"}[kind]
+    return GaussianMixture(weights, means, covs, covariance_type=covariance_type)
 
 
 COVARIANCE_KINDS = ["full", "diagonal", "isotropic"]

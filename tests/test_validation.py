@@ -26,12 +26,16 @@ ONE = torch.ones(1, dtype=torch.float64)
         (ONE, torch.zeros(1, 2), torch.tensor([math.inf]), "covs must be finite"),
         (torch.tensor([math.nan]), torch.zeros(1, 2), torch.ones(1), "weights must be finite"),
         (torch.ones(1, 1), torch.zeros(1, 2), torch.ones(1), "weights must have shape"),
-        ("abc", torch.zeros(1, 2), torch.ones(1), "weights must be convertible"),
     ],
 )
 def test_bad_mixture_parameters(weights, means, covs, fragment):
     with pytest.raises(ValueError, match=fragment):
         GaussianMixture(weights, means, covs)
+
+
+def test_mixture_parameters_of_the_wrong_type():
+    with pytest.raises(TypeError, match="weights must be a tensor or array of numbers"):
+        GaussianMixture("abc", torch.zeros(1, 2), torch.ones(1))
 
 
 def test_bad_gaussian_mean():
@@ -42,7 +46,7 @@ def test_bad_gaussian_mean():
 def test_unknown_target_lists_valid_names():
     with pytest.raises(KeyError, match="seed000"):
         get_target("moons")
-    with pytest.raises(ValueError, match="bad parameters"):
+    with pytest.raises(TypeError, match="takes no parameter"):
         get_target("seed000", d=4)
 
 
@@ -52,7 +56,6 @@ def test_unknown_target_lists_valid_names():
         (torch.zeros(5, 4, dtype=torch.float64), "d = 3 columns"),
         (torch.zeros(5, dtype=torch.float64), "shape \\(n, d\\)"),
         (torch.zeros(5, 3, dtype=torch.int64), "float32 or float64"),
-        ([[0.0, 0.0, 0.0]], "torch.Tensor"),
     ],
 )
 def test_bad_points(x, fragment):
@@ -64,7 +67,7 @@ def test_bad_points(x, fragment):
         target.log_prob(x)
 
 
-@pytest.mark.parametrize("t", [-0.01, 1.01, math.nan, torch.tensor([0.2, -0.2, 0.3]), "0.5"])
+@pytest.mark.parametrize("t", [-0.01, 1.01, math.nan, torch.tensor([0.2, -0.2, 0.3])])
 def test_bad_times(t):
     field = AnalyticField(get_target("seed000"), get_schedule("cond_ot"))
     with pytest.raises(ValueError, match="t must"):

@@ -1,7 +1,7 @@
 """Samplers: explicit Runge–Kutta on any grid, torchdiffeq (adaptive and fixed-grid), SciPy references,
 Euler–Maruyama for the reverse SDE, and the likelihood ODE — all through :func:`sample` / :func:`log_likelihood`."""
 
-from .counting import CountingField, FieldOutputError
+from .counting import CountingField, FieldOutputError, SolverBudgetError
 from .diffusions import DIFFUSIONS, Diffusion, get_diffusion, register_diffusion
 from .errors import SolverDivergenceError
 from .sampling import (
@@ -26,6 +26,7 @@ __all__ = [
     "METHODS",
     "Method",
     "SampleResult",
+    "SolverBudgetError",
     "SolverDivergenceError",
     "TABLEAUS",
     "get_diffusion",

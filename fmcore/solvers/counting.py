@@ -9,6 +9,19 @@ class FieldOutputError(ValueError):
     """The field returned something of the wrong shape or dtype."""
 
 
+class SolverBudgetError(RuntimeError):
+    """A solve reached its cap on field evaluations (``max_nfe``) before it finished."""
+
+    def __init__(self, max_nfe: int, t):
+        self.max_nfe, self.t = max_nfe, t
+        where = f" (last evaluation at t = {float(t):.6g})" if t is not None else ""
+        super().__init__(
+            f"the solve reached max_nfe = {max_nfe} field evaluations without finishing{where}. The problem may be "
+            "stiff for this method or the tolerances too tight: loosen rtol/atol, use an implicit reference "
+            "(scipy_radau, scipy_bdf), or raise max_nfe"
+        )
+
+
 class CountingField:
     """Wraps a field; every call of the velocity, the score or both together counts as one evaluation.
 
@@ -16,10 +29,17 @@ class CountingField:
     evaluation of the closed forms); otherwise it falls back to two calls and counts two.
     """
 
-    def __init__(self, field, interval: tuple[float, float] | None = None):
+    def __init__(self, field, interval: tuple[float, float] | None = None, max_nfe: int | None = None):
         self.field = field
         self.nfe = 0
         self.interval = interval
+        self.max_nfe = max_nfe
+
+    def _count(self, t, calls: int = 1) -> None:
+        """Count ``calls`` evaluations; past ``max_nfe`` the solve stops with :class:`SolverBudgetError`."""
+        self.nfe += calls
+        if self.max_nfe is not None and self.nfe > self.max_nfe:
+            raise SolverBudgetError(self.max_nfe, t if not isinstance(t, Tensor) or t.numel() == 1 else t.max())
 
     def _time(self, t):
         """Clamp t to the solve's interval: solvers compute stage times as t0 + c·h, which can land one
@@ -42,21 +62,21 @@ class CountingField:
         return output
 
     def __call__(self, t, x: Tensor) -> Tensor:
-        self.nfe += 1
+        self._count(t)
         return self._checked(self.field(self._time(t), x), x, "velocity")
 
     def score(self, t, x: Tensor) -> Tensor:
-        self.nfe += 1
+        self._count(t)
         return self._checked(self.field.score(self._time(t), x), x, "score")
 
     def velocity_and_score(self, t, x: Tensor) -> tuple[Tensor, Tensor]:
         joint = getattr(self.field, "velocity_and_score", None)
         if joint is None:
             return self(t, x), self.score(t, x)
-        self.nfe += 1
+        self._count(t)
         velocity, score = joint(self._time(t), x)
         return self._checked(velocity, x, "velocity"), self._checked(score, x, "score")
 
     def divergence(self, t, x: Tensor) -> Tensor:
-        self.nfe += 1
+        self._count(t)
         return self.field.divergence(self._time(t), x)

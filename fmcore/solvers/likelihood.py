@@ -24,8 +24,12 @@ def autograd_divergence(field, t, x: Tensor) -> tuple[Tensor, Tensor]:
         x = x.detach().requires_grad_(True)
         velocity = field(t, x)
         trace = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if not velocity.requires_grad:  # the velocity does not depend on x (e.g. u ≡ 0): its divergence is 0
+            return velocity.detach(), trace
         for i in range(x.shape[1]):
-            trace = trace + torch.autograd.grad(velocity[:, i].sum(), x, retain_graph=i < x.shape[1] - 1)[0][:, i]
+            gradient = torch.autograd.grad(velocity[:, i].sum(), x, retain_graph=i < x.shape[1] - 1, allow_unused=True)[0]
+            if gradient is not None:
+                trace = trace + gradient[:, i]
     return velocity.detach(), trace
 
 
@@ -36,9 +40,12 @@ def hutchinson_divergence(field, t, x: Tensor, probes: Tensor) -> tuple[Tensor, 
         x = x.detach().requires_grad_(True)
         velocity = field(t, x)
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if not velocity.requires_grad:  # constant in x: every probe sees a zero Jacobian
+            return velocity.detach(), total
         for j in range(probes.shape[0]):
-            vjp = torch.autograd.grad(velocity, x, probes[j], retain_graph=j < probes.shape[0] - 1)[0]
-            total = total + (vjp * probes[j]).sum(-1)
+            vjp = torch.autograd.grad(velocity, x, probes[j], retain_graph=j < probes.shape[0] - 1, allow_unused=True)[0]
+            if vjp is not None:
+                total = total + (vjp * probes[j]).sum(-1)
     return velocity.detach(), total / probes.shape[0]
 
 

@@ -31,7 +31,7 @@ from dataclasses import field as dataclass_field
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, check_samples
+from .._checks import as_generator, check_bool, check_choice, check_int, check_positive, check_samples
 from ..grids import check_grid, get_grid
 from .adaptive import SCIPY_METHODS, TORCHDIFFEQ_ADAPTIVE, TORCHDIFFEQ_FIXED, integrate_scipy, integrate_torchdiffeq
 from .counting import CountingField
@@ -43,6 +43,10 @@ from .seed000 import integrate_seed000_sde
 from .tableaus import TABLEAUS
 
 __all__ = ["sample", "log_likelihood", "SampleResult", "LikelihoodResult", "Method", "METHODS", "register_method"]
+
+DEFAULT_MAX_NFE = 100_000
+"""Adaptive and reference solves stop with :class:`~fmcore.solvers.SolverBudgetError` past this many field
+evaluations unless given ``max_nfe`` (a stiff problem would otherwise run without bound)."""
 
 DEFAULT_TOLERANCES = {"adaptive": (1e-7, 1e-9), "reference": (1e-10, 1e-10)}  # torchdiffeq's own defaults; tight for SciPy
 
@@ -140,6 +144,8 @@ class SampleResult:
 
 
 def get_method(name: str) -> Method:
+    if not isinstance(name, str):
+        raise TypeError(f"method must be a name (a string), got {type(name).__name__} {name!r}")
     if name not in METHODS and name in TABLEAUS:  # a tableau registered after import is a method too
         _register_tableau_method(TABLEAUS[name])
     if name not in METHODS:
@@ -147,18 +153,13 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def _as_generator(generator: torch.Generator | int | None) -> torch.Generator | None:
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, int) and not isinstance(generator, bool):
-        return torch.Generator().manual_seed(generator)
-    raise ValueError(f"generator must be a torch.Generator, an integer seed or None, got {type(generator).__name__}")
-
-
 def _check_field_input(field, x: Tensor, name: str) -> None:
     dim = getattr(field, "dim", None)
-    if not isinstance(dim, int):
-        raise ValueError(f"the field must have an integer .dim (AnalyticField or the same interface), got {dim!r}")
+    if not callable(field) or isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(
+            f"the field must be callable as field(t, x) and have an integer .dim (AnalyticField, LearnedField or the "
+            f"same interface), got {type(field).__name__} with dim {dim!r}"
+        )
     check_samples(name, x, dim, finite=True)
     dtype = getattr(field, "dtype", None)
     if dtype is not None and x.dtype != dtype:
@@ -174,6 +175,12 @@ def _resolve_tolerances(method: Method, rtol, atol) -> tuple[float | None, float
     rtol = default_rtol if rtol is None else check_positive("rtol", rtol)
     atol = default_atol if atol is None else check_positive("atol", atol)
     return rtol, atol
+
+
+def _resolve_max_nfe(method: Method, max_nfe) -> int | None:
+    if max_nfe is not None:
+        return check_int("max_nfe", max_nfe)
+    return DEFAULT_MAX_NFE if method.kind in ("adaptive", "reference") else None
 
 
 def _resolve_grid(method: Method, steps, grid, start: float, end: float = 1.0) -> Tensor:
@@ -206,25 +213,33 @@ def sample(
     diffusion: Diffusion | None = None,
     generator: torch.Generator | int | None = None,
     return_trajectory: bool = False,
+    max_nfe: int | None = None,
 ) -> SampleResult:
     """Integrate from noise ``x0`` (at ``grid[0]``, t = 0 by default) to data at t = 1 with ``method``.
 
     ``steps`` alone means a uniform grid on [0, 1] (on [t_ε, 1] for a diffusion singular at t = 0, such as
     ``forward`` on a path with α_0 = 0; ``result.t0`` records it). Raises
-    :class:`~fmcore.solvers.SolverDivergenceError` with the step and time if the solution stops being finite.
+    :class:`~fmcore.solvers.SolverDivergenceError` with the step and time if the solution stops being finite, and
+    :class:`~fmcore.solvers.SolverBudgetError` past ``max_nfe`` field evaluations (default :data:`DEFAULT_MAX_NFE`
+    for adaptive and reference methods, no cap for fixed-step ones, whose NFE is known in advance).
     """
     spec = get_method(method)
     _check_field_input(field, x0, "x0")
+    check_bool("return_trajectory", return_trajectory)
+    max_nfe = _resolve_max_nfe(spec, max_nfe)
     rtol, atol = _resolve_tolerances(spec, rtol, atol)
     start = 0.0
     if spec.kind == "sde":
+        if diffusion is None:
+            raise ValueError(f"{method!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...)")
         if not isinstance(diffusion, Diffusion):
-            raise ValueError(
-                f"{method!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...), got {diffusion!r}"
+            raise TypeError(
+                f"{method!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...), "
+                f"got {type(diffusion).__name__} {diffusion!r}"
             )
         if getattr(field, "schedule", None) is None:
             raise ValueError("SDE sampling needs a field with a .schedule (to evaluate the diffusion g_t)")
-        generator = _as_generator(generator)
+        generator = as_generator(generator)
         if generator is None:
             raise ValueError("SDE sampling needs a generator (torch.Generator or integer seed) for its Brownian increments")
         start = diffusion.start_time(field.schedule)
@@ -233,7 +248,7 @@ def sample(
     if spec.kind == "seed":
         if grid is not None:
             raise ValueError(f"{method!r} runs on its own grid (as written in the seed): give steps, not a grid")
-        generator = _as_generator(generator)
+        generator = as_generator(generator)
         if generator is None:
             raise ValueError(f"{method!r} needs a generator (torch.Generator or integer seed) for its noise")
     grid_used = _resolve_grid(spec, steps, grid, start)
@@ -241,8 +256,8 @@ def sample(
         raise ValueError(
             f"{diffusion!r} is singular at t < {start} on this schedule; start the grid at t ≥ {start}"
         )
-    counting = CountingField(field, interval=(float(grid_used.min()), float(grid_used.max())))
-    request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, _as_generator(generator), return_trajectory)
+    counting = CountingField(field, interval=(float(grid_used.min()), float(grid_used.max())), max_nfe=max_nfe)
+    request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, as_generator(generator), return_trajectory)
     x, trajectory, info = spec.integrate(request)
     if "model_times" in info:  # a method that evaluates the field on a grid of its own records that grid
         grid_used = info.pop("model_times")
@@ -269,6 +284,7 @@ def log_likelihood(
     probes: int = 1,
     generator: torch.Generator | int | None = None,
     prior_std: float | None = None,
+    max_nfe: int | None = None,
     **options,
 ) -> LikelihoodResult:
     """:math:`\\log p_1(x_1)` of the model defined by ``field`` and the prior :math:`N(0, \\sigma_0^2 I)`.
@@ -284,8 +300,10 @@ def log_likelihood(
     if unknown:
         raise ValueError(f"unknown options {sorted(unknown)}; allowed: steps, grid, rtol, atol")
     _check_field_input(field, x1, "x1")
-    if divergence not in ("exact", "hutchinson"):
-        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    check_choice("divergence", divergence, ("exact", "hutchinson"))
+    max_nfe = _resolve_max_nfe(spec, max_nfe)
+    if prior_std is not None:
+        prior_std = check_positive("prior_std", prior_std)
     if prior_std is None:
         schedule = getattr(field, "schedule", None)
         if schedule is None:
@@ -293,16 +311,17 @@ def log_likelihood(
         prior_std = schedule.prior_std
     probe_tensor = None
     if divergence == "hutchinson":
-        if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-            raise ValueError(f"probes must be an integer ≥ 1, got {probes!r}")
-        generator = _as_generator(generator)
+        probes = check_int("probes", probes)
+        generator = as_generator(generator)
         if generator is None:
             raise ValueError("the Hutchinson estimator needs a generator (torch.Generator or integer seed)")
         signs = torch.randint(0, 2, (probes, *x1.shape), generator=generator, dtype=torch.int64)
         probe_tensor = (2 * signs - 1).to(dtype=x1.dtype, device=x1.device)
     rtol, atol = _resolve_tolerances(spec, options.get("rtol"), options.get("atol"))
     grid = _resolve_grid(spec, options.get("steps"), options.get("grid"), start=1.0, end=0.0)
-    counting = CountingField(AugmentedDynamics(field, divergence, probe_tensor), interval=(float(grid.min()), float(grid.max())))
+    counting = CountingField(
+        AugmentedDynamics(field, divergence, probe_tensor), interval=(float(grid.min()), float(grid.max())), max_nfe=max_nfe
+    )
     state = torch.cat([x1, torch.zeros(x1.shape[0], 1, dtype=x1.dtype, device=x1.device)], dim=1)
     request = SolveRequest(counting, state, grid, rtol, atol, None, None, False)
     final, _, _ = spec.integrate(request)

@@ -18,7 +18,9 @@ __all__ = ["AnalyticField"]
 
 
 class AnalyticField:
-    """The exact marginal velocity, score and divergence of ``target`` along ``schedule`` (DESIGN §3)."""
+    """The exact marginal velocity, score and divergence of ``target`` along ``schedule``.
+
+    Closed forms: ``docs/design.md``, "Analytic targets"."""
 
     def __init__(self, target: GaussianMixture, schedule: Schedule):
         check_instance("target", target, GaussianMixture, "e.g. fmcore.get_target('seed000')")

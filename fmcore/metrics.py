@@ -1,5 +1,5 @@
 r"""Metrics: exact and sample-based Wasserstein distances, their noise floor, strong error, mode coverage,
-likelihood error. Each docstring states the metric's cost and its own error (DESIGN §5).
+likelihood error. Each docstring states the metric's cost and its own error (``docs/design.md``, "Metrics").
 
 All distances are W2 (not squared), computed in float64. Sample inputs are ``(n, d)`` tensors (any device
 for ``w2_sliced``; the others move to the CPU).

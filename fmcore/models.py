@@ -1,4 +1,4 @@
-r"""Learned models paired with the analytic targets (DESIGN §6).
+r"""Learned models paired with the analytic targets (``docs/design.md``, "Learned models").
 
 A network :math:`f_\theta(t, x)` (seed 000's sinusoidal time embedding into a GELU MLP) is trained on fresh
 samples of an analytic target along any schedule, with one of three objectives, and wrapped as a
@@ -195,8 +195,13 @@ def _target_fingerprint(target: GaussianMixture) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$FMBENCH_CACHE`` if set, else ``results/cache/models`` under the working directory."""
-    return Path(os.environ.get("FMBENCH_CACHE", "results/cache")) / "models"
+    """``$FMBENCH_CACHE/models`` if set, else the user's cache directory (``$XDG_CACHE_HOME/fmbench/models``,
+    ``~/.cache/fmbench/models``): never a path relative to wherever the program was started. The ``fmbench``
+    command passes its own (``--cache``, default beside the runs)."""
+    if "FMBENCH_CACHE" in os.environ:
+        return Path(os.environ["FMBENCH_CACHE"]) / "models"
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "fmbench" / "models"
 
 
 def _regression_target(objective: str, values, x1: Tensor, noise: Tensor) -> Tensor:

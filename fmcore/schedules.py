@@ -2,8 +2,8 @@ r"""Affine Gaussian probability paths ("schedules").
 
 A schedule fixes the path :math:`x_t = \alpha_t x_1 + \sigma_t \varepsilon` with
 :math:`\varepsilon \sim N(0, I)`, time :math:`t \in [0, 1]`, :math:`t = 0` noise and :math:`t = 1` data
-(DESIGN §1–2). Each schedule is a few lines returning :math:`\alpha_t, \sigma_t` and their time
-derivatives in closed form, in the style of ``flow_matching.path.scheduler``.
+(``docs/design.md``, "Conventions" and "Schedules"). Each schedule is a few lines returning
+:math:`\alpha_t, \sigma_t` and their time derivatives in closed form, in the style of ``flow_matching.path.scheduler``.
 
 Besides :math:`\dot\sigma_t` every schedule returns the product :math:`\sigma_t\dot\sigma_t =
 \tfrac12 \tfrac{d}{dt}\sigma_t^2` in closed form. The marginal velocity only ever needs that product

@@ -1,7 +1,7 @@
 r"""Analytic targets: Gaussian mixtures whose marginals along any affine path are known exactly.
 
 A mixture :math:`p_1 = \sum_k w_k N(\mu_k, \Sigma_k)` with :math:`\Sigma_k = U_k \operatorname{diag}(\lambda_k) U_k^\top`
-has, under :math:`x_t = \alpha_t x_1 + \sigma_t \varepsilon`, the marginal (DESIGN §3)
+has, under :math:`x_t = \alpha_t x_1 + \sigma_t \varepsilon`, the marginal (``docs/design.md``, "Analytic targets")
 
 .. math::
     p_t = \sum_k w_k N(\alpha_t\mu_k,\ C_k(t)), \qquad
@@ -227,7 +227,7 @@ class GaussianMixture:
     # ------------------------------------------------------------------ sampling and density
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` samples, on the CPU in float64 (DESIGN §1: cast/move afterwards).
+        """Draw ``n`` samples, on the CPU in float64 (``docs/design.md``, "Conventions": cast/move afterwards).
 
         Component indices come from ``torch.multinomial`` and the Gaussian part from ``torch.randn``,
         both with ``generator``, so a seed fixes the sample on every device.

@@ -4,10 +4,11 @@ import math
 
 import pandas as pd
 import pytest
-
-from bench.cells import CellSpec, run_cell
-from bench.report import convergence_orders, pareto_front, write_report
-from bench.sweep import expand, load_sweep, run_sweep
+from fmbench.cells import CellSpec, run_cell
+from fmbench.report import convergence_orders, pareto_front, write_report
+from fmbench.store import load_rows
+from fmbench.sweep import run_sweep
+from fmbench.sweepfile import SweepError, expand, load_sweep
 
 
 def test_expand_takes_the_product_per_solver_entry():
@@ -21,7 +22,7 @@ def test_expand_takes_the_product_per_solver_entry():
     gaussian = [c for c in cells if c.target == "gaussian"]
     assert all(c.target_params == {"d": 2} for c in gaussian)
     assert all(c.target_params == {} for c in cells if c.target == "seed000")
-    with pytest.raises(ValueError, match="unknown sweep keys"):
+    with pytest.raises(SweepError, match="unknown key"):
         expand({"sweep": {"target": "seed000", "solver_name": "x"}})
 
 
@@ -29,7 +30,7 @@ def test_presets_load_and_the_default_is_sized_for_minutes():
     assert len(expand(load_sweep("smoke"))) == 7
     default = expand(load_sweep("default"))
     assert 100 < len(default) < 400
-    with pytest.raises(KeyError, match="available"):
+    with pytest.raises(SweepError, match="unknown preset 'nonexistent'; presets"):
         load_sweep("nonexistent")
 
 
@@ -53,11 +54,13 @@ def test_failures_become_rows():
 def test_sweep_saves_resumes_and_reports(tmp_path):
     cells = expand(load_sweep("smoke"))
     cells.append(CellSpec(target="seed000", schedule="cond_ot", method="not_a_method", steps=2, n=16))
-    first = run_sweep(cells[:3], tmp_path, progress=False)
-    assert len(first) == 3 and (tmp_path / "rows.parquet").exists() and (tmp_path / "environment.json").exists()
-    second = run_sweep(cells, tmp_path, progress=False)  # resumes: only the new cells run
-    assert len(second) == len(cells)
+    first = run_sweep(cells[:3], tmp_path, progress=False, cache_dir=tmp_path / "cache")
+    assert len(first.rows) == 3 and (tmp_path / "rows.parquet").exists() and (tmp_path / "environment.json").exists()
+    second = run_sweep(cells, tmp_path, progress=False, cache_dir=tmp_path / "cache")  # resumes: only the new cells run
+    assert len(second.rows) == len(cells) and second.ran == len(cells) - 3
     saved = pd.read_parquet(tmp_path / "rows.parquet")
+    assert saved["cell"].tolist() == [cell.key() for cell in cells]  # in sweep order
+    assert load_rows(tmp_path)["cell"].tolist() == saved["cell"].tolist()
     assert len(saved) == len(cells) and saved["cell"].is_unique
     assert (saved["status"] == "failed").sum() == 1
     report = write_report(tmp_path).read_text()

@@ -59,7 +59,7 @@ def test_endpoint_values(name, params, start, end):
 
 
 def test_vp_prior_mismatch_is_the_published_value():
-    # DESIGN §2: α_0 ≈ 6.6e-3 for β ∈ [0.1, 20]; the path never reaches pure noise.
+    # docs/design.md, Schedules: α_0 ≈ 6.6e-3 for β ∈ [0.1, 20]; the path never reaches pure noise.
     assert float(get_schedule("vp")(0.0).alpha) == pytest.approx(6.57e-3, rel=1e-3)
 
 

@@ -1,4 +1,4 @@
-"""Slow checks (``tox -e slow``): the learned-model acceptance criterion of issue 5, end to end."""
+"""Slow checks (``tox -e slow``): the learned-model acceptance criterion, end to end."""
 
 import numpy as np
 import pytest

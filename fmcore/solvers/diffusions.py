@@ -1,4 +1,4 @@
-r"""Diffusion ("σ") schedules :math:`g_t` for the reverse-time SDE (DESIGN §4).
+r"""Diffusion ("σ") schedules :math:`g_t` for the reverse-time SDE (``docs/design.md``, "Samplers").
 
 .. math:: dX = \big[u_t(X) + \tfrac12 g_t^2\, s_t(X)\big]\,dt + g_t\, dW,\qquad t: 0 \to 1 .
 

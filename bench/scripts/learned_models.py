@@ -1,4 +1,4 @@
-"""Issue 5's measurements: ``python -m bench.learned_models`` writes ``results/learned_models.md``.
+"""The learned models' measurements: ``python bench/scripts/learned_models.py`` writes ``results/learned_models.md``.
 
 1. A cfm model of ``seed000`` on ``cond_ot`` trained within a 90 s budget: exact FM loss per time bin,
    W2 (exact, n = 2000) of dopri5 samples against the measured floor, and RK4 at 4…64 steps next to the
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("results/learned_models.md"))
     args = parser.parse_args()
-    command = f"`python -m bench.learned_models --budget {args.budget:g} --n {args.n}`"
+    command = f"`python bench/scripts/learned_models.py --budget {args.budget:g} --n {args.n}`"
     lines = ["# Learned models vs the analytic truth", "", f"{command}; CPU, {torch.get_num_threads()} threads.", ""]
     model_report("seed000", get_target("seed000"), get_schedule("cond_ot"), args.budget, args.n, lines)
     model_report("eight_gaussians", get_target("eight_gaussians"), get_schedule("cond_ot"), args.budget, args.n, lines)

@@ -1,4 +1,4 @@
-"""The W2 noise floor of each named target: ``python -m bench.floor_table`` writes ``results/w2_floor.md``.
+"""The W2 noise floor of each named target: ``python bench/scripts/floor_table.py`` writes ``results/w2_floor.md``.
 
 w2_floor(target, n) is the estimator's value between two independent samples of size n of the target
 itself: a solver's empirical W2 against a target sample of that size means nothing below it.
@@ -46,7 +46,8 @@ def main() -> None:
     lines = [
         "# W2 noise floor of the named targets",
         "",
-        f"`python -m bench.floor_table --sizes {' '.join(map(str, args.sizes))} --repeats {args.repeats} --seed {args.seed}`;"
+        f"`python bench/scripts/floor_table.py --sizes {' '.join(map(str, args.sizes))} --repeats {args.repeats} "
+        f"--seed {args.seed}`;"
         " mean ± sample std over the repeats (independent pairs of target samples); sliced W2 with 256 directions.",
         "",
         "| target | d | n | estimator | floor (mean) | std | seconds |",

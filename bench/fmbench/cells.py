@@ -11,7 +11,13 @@ against the truth:
   measured floor, ``mode_tv`` and ``gaussian_fit_w2``.
 
 A cell that fails (bad spec, diverging solve) returns a row with ``status = "failed"`` and the error;
-it never raises, so no finished result of a sweep is lost.
+it never raises (but a ``KeyboardInterrupt`` goes through, so Ctrl-C stops a sweep), so no finished result of
+a sweep is lost. A CUDA cell on a machine without CUDA is a row with ``status = "skipped"`` and the reason.
+
+Timing and accuracy share the cell like this: the sampler runs once, scored and timed (``wall_s``); with
+``timing_repeats = k > 0`` it runs k more times, timed only, and ``wall_s`` is the median of those (the first,
+cold run is then left out). The run's execution context — torch threads, the model cache — is not part of the
+cell's identity: it is passed as a :class:`CellContext` and recorded in the row (``threads``).
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import statistics
 import time
 import traceback
 from dataclasses import asdict, dataclass
 from dataclasses import field as dataclass_field
+from pathlib import Path
 
 import torch
 
-from bench.timing import synchronize
+from fmbench.timing import synchronize
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.grids import get_grid
 from fmcore.metrics import gaussian_fit_w2, mode_tv, strong_error, w2_floor, w2_sliced
@@ -58,11 +66,28 @@ class CellSpec:
     seed: int = 0
     n: int = 2000
     train_steps: int = 2000
-    timing_repeats: int = 3
+    timing_repeats: int = 0
 
     def key(self) -> str:
         """A stable hash of the spec: the cell's identity for resuming a sweep."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict:
+        """The normalised spec, as recorded in ``sweep.json``."""
+        return asdict(self)
+
+    def learned_objective(self) -> str | None:
+        """``"cfm"`` for ``field = "learned:cfm"``; None for the analytic field."""
+        kind, _, objective = self.field.partition(":")
+        return objective if kind == "learned" else None
+
+
+@dataclass(frozen=True)
+class CellContext:
+    """How a cell runs, not what it measures: torch's intra-op threads and the learned-model cache."""
+
+    threads: int = 1
+    cache_dir: str | None = None
 
 
 def _flatten(spec: CellSpec) -> dict:
@@ -91,13 +116,20 @@ def _noise(seed: int, n: int, dim: int, prior_std: float) -> torch.Tensor:
     return prior_std * torch.randn(n, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
-def _build_field(spec: CellSpec, target, schedule, dtype):
+def train_for(spec: CellSpec, cache_dir: str | Path | None, progress: bool = False):
+    """The learned field a cell needs: trained (and cached) if missing, loaded from ``cache_dir`` otherwise."""
+    target = get_target(spec.target, **spec.target_params)
+    schedule = get_schedule(spec.schedule, **spec.schedule_params)
+    return train_model(target, schedule, spec.learned_objective(), seed=spec.seed, steps=spec.train_steps,
+                       cache_dir=cache_dir, progress=progress)
+
+
+def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):
     if spec.field == "analytic":
         return AnalyticField(target, schedule)
-    kind, _, objective = spec.field.partition(":")
-    if kind != "learned" or not objective:
+    if spec.learned_objective() is None:
         raise ValueError(f"field must be 'analytic' or 'learned:<objective>', got {spec.field!r}")
-    learned = train_model(target, schedule, objective, seed=spec.seed, steps=spec.train_steps, progress=False)
+    learned = train_for(spec, context.cache_dir)
     if dtype != torch.float32 or spec.device != "cpu":
         learned.model.to(dtype=dtype, device=spec.device)
     return learned
@@ -117,30 +149,36 @@ def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, schedule):
         options["diffusion"] = get_diffusion(spec.diffusion or "zero", **spec.diffusion_params)
     if kind in ("sde", "seed"):
         options["generator"] = spec.seed + 1
+    def timed_run():
+        synchronize(spec.device)
+        start = time.perf_counter()
+        result = sample(field, x0, spec.method, **options)
+        synchronize(spec.device)
+        return result, time.perf_counter() - start
+
     with torch.no_grad():
-        result, times = None, []
-        for _ in range(max(1, spec.timing_repeats)):  # the median discards a first, warming-up call
-            synchronize(spec.device)
-            start = time.perf_counter()
-            result = sample(field, x0, spec.method, **options)
-            synchronize(spec.device)
-            times.append(time.perf_counter() - start)
-    return result, sorted(times)[len(times) // 2]
+        result, wall_s = timed_run()  # the scored run
+        if spec.timing_repeats > 0:  # timed repeats only: the cold first run is left out of the median
+            wall_s = statistics.median(timed_run()[1] for _ in range(spec.timing_repeats))
+    return result, wall_s
 
 
-def run_cell(spec: CellSpec) -> dict:
-    """Run one cell; always returns a row (``status`` "ok" or "failed")."""
-    row = {"cell": spec.key(), **_flatten(spec)}
+def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
+    """Run one cell; always returns a row (``status`` "ok", "failed" or "skipped")."""
+    context = context or CellContext()
+    row = {"cell": spec.key(), **_flatten(spec), "threads": context.threads}
+    if spec.device.startswith("cuda") and not torch.cuda.is_available():
+        return {**row, "status": "skipped", "error": "no CUDA device on this machine", "cell_s": 0.0}
     started = time.perf_counter()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(context.threads)
     try:
         dtype = DTYPES[spec.dtype] if spec.dtype in DTYPES else None
         if dtype is None:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {spec.dtype!r}")
-        if spec.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError("device is cuda but no CUDA device is available here")
         target = get_target(spec.target, **spec.target_params)
         schedule = get_schedule(spec.schedule, **spec.schedule_params)
-        field = _build_field(spec, target, schedule, dtype)
+        field = _build_field(spec, target, schedule, dtype, context)
         noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
         result, wall_s = _run_sampler(spec, field, noise.to(dtype=dtype, device=spec.device), schedule)
         x = result.x.detach().to(dtype=torch.float64, device="cpu")
@@ -150,6 +188,8 @@ def run_cell(spec: CellSpec) -> dict:
     except Exception as error:  # noqa: BLE001 — a failing cell is recorded, never raised
         row.update(status="failed", error=f"{type(error).__name__}: {error}",
                    traceback=traceback.format_exc(limit=3))
+    finally:
+        torch.set_num_threads(previous_threads)
     row["cell_s"] = time.perf_counter() - started
     return row
 

@@ -1,4 +1,4 @@
-"""Issue 2 speed target: batched closed-form velocity vs autograd through ``MixtureSameFamily``.
+"""Speed target: batched closed-form velocity vs autograd through ``MixtureSameFamily``.
 
 n = 100 000 points, d = 16, K = 16 full covariances, CPU float32, t = 0.5 on ``cond_ot``. The baseline is
 the score a user would otherwise write — autograd of ``MixtureSameFamily(..., MultivariateNormal).log_prob``
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from fmbench.timing import interleaved_medians
 
-from bench.timing import interleaved_medians
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.conversions import velocity_from_score
 

@@ -1,4 +1,4 @@
-"""Issue 4 speed targets, each beside the alternatives measured against it.
+"""Speed targets of the metrics, each beside the alternatives measured against it.
 
 * ``w2_exact`` at n = 4000, d = 3 on one core: POT's network simplex (ours) vs SciPy's
   ``linear_sum_assignment``; target < 10 s.

@@ -1,16 +1,16 @@
-"""Issue 3 speed targets: solver overhead over bare field calls, and our RK4 vs torchdiffeq's fixed grid.
+"""Speed targets: solver overhead over bare field calls, and our RK4 vs torchdiffeq's fixed grid.
 
 The field is a small MLP (3 → 128 → 128 → 3, GELU, time concatenated to the input), called as
-``field(t, x)``; CPU float32; timings are medians of interleaved repeats (bench.timing).
+``field(t, x)``; CPU float32; timings are medians of interleaved repeats (fmbench.timing).
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from fmbench.timing import interleaved_medians
 from torch import nn
 
-from bench.timing import interleaved_medians
 from fmcore.solvers import sample
 
 STEPS = 32

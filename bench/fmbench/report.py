@@ -1,4 +1,4 @@
-"""Reports from a sweep's rows: Markdown tables and seaborn figures (DESIGN §7).
+"""Reports from a sweep's rows: Markdown tables and seaborn figures (``docs/design.md``, "Reports").
 
 * error vs NFE for every method (strong error for ODE methods, moment W2 for every method);
 * the fitted convergence order of each fixed-step method (slope of log strong error against log step
@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
+from fmbench.store import export_parquet, load_rows  # noqa: E402
 from fmcore.solvers import TABLEAUS  # noqa: E402
 
 GROUP = ["target", "schedule", "dtype", "device", "field"]
@@ -44,6 +45,8 @@ def convergence_orders(rows: pd.DataFrame, points: int = 3) -> pd.DataFrame:
     """Slope of log(strong error) vs log(1/steps) over the ``points`` largest step counts, uniform grids,
     analytic fields (for a learned field the error against the analytic reference levels off at the model's
     own error, which the per-configuration tables show)."""
+    if "strong_error" not in rows or rows.empty:
+        return pd.DataFrame()
     fixed = rows[(rows["status"] == "ok") & rows["method"].isin(list(TABLEAUS)) & (rows["grid"] == "uniform")
                  & (rows["field"] == "analytic")]  # a learned field's error plateaus at the model error
     fixed = fixed.dropna(subset=["strong_error"])
@@ -81,6 +84,8 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
 
 
 def error_vs_nfe_figure(rows: pd.DataFrame, error: str, path: Path) -> Path | None:
+    if error not in rows:
+        return None
     ok = rows[(rows["status"] == "ok")].dropna(subset=[error]).copy()
     ok = ok[ok[error] > 0]
     if ok.empty:
@@ -96,20 +101,30 @@ def error_vs_nfe_figure(rows: pd.DataFrame, error: str, path: Path) -> Path | No
 
 
 def write_report(out: str | Path) -> Path:
-    """Read ``<out>/rows.parquet`` and write ``<out>/report.md`` and its figures."""
+    """Read the run's rows and write ``<out>/report.md``, its figures and the ``rows.parquet`` export.
+
+    Works on any state of a run: partial, interrupted, or one whose every cell failed."""
     out = Path(out)
-    rows = pd.read_parquet(out / "rows.parquet")
+    rows = load_rows(out)
+    if (out / "rows.sqlite").exists():
+        export_parquet(out)
+    if rows.empty:
+        rows = pd.DataFrame({"status": pd.Series(dtype=str)})
     environment = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
     ok = rows[rows["status"] == "ok"].copy()
-    ok["label"] = _label(ok)
+    ok["label"] = _label(ok) if len(ok) else pd.Series(dtype=str)
     lines = [f"# Sweep report: {out.name}", ""]
     if environment:
         packages = ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v)
         lines += [f"Commit `{environment.get('git_commit')}`{' (dirty)' if environment.get('git_dirty') else ''}; "
-                  f"{environment.get('processor')}, {environment.get('cpu_count')} CPUs, torch threads "
-                  f"{environment.get('torch_threads')}; CUDA: {environment.get('cuda_devices') or 'none'}; {packages}.", ""]
-    failed = rows[rows["status"] != "ok"]
-    lines += [f"{len(rows)} cells: {len(ok)} ok, {len(failed)} failed.", ""]
+                  f"{environment.get('processor')}, {environment.get('cpu_count')} CPUs, torch threads per cell "
+                  f"{environment.get('cell_threads', environment.get('torch_threads'))}, "
+                  f"{environment.get('executor', 'in-process')}, load average at start {environment.get('load_average')}; "
+                  f"CUDA: {environment.get('cuda_devices') or 'none'}; "
+                  f"{packages}.", ""]
+    failed = rows[rows["status"] == "failed"]
+    skipped = rows[rows["status"] == "skipped"]
+    lines += [f"{len(rows)} cells: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped.", ""]
 
     orders = convergence_orders(rows)
     lines += ["## Fitted convergence orders (strong error vs step size, uniform grid)", "",
@@ -128,10 +143,13 @@ def write_report(out: str | Path) -> Path:
                       for _, r in front.iterrows()]
             lines += [f"Pareto front ({error} vs wall time): " + ", ".join(points), ""]
 
-    throughput = ok.groupby(["device", "dtype", "method"], as_index=False)["nfe_per_s"].median()
-    lines += ["## Throughput (median NFE per second over cells)", "", _markdown(throughput), ""]
-    if len(failed):
-        lines += ["## Failed cells", "", _markdown(failed[["target", "schedule", "method", "steps", "dtype", "error"]]), ""]
+    if len(ok):
+        throughput = ok.groupby(["device", "dtype", "method"], as_index=False)["nfe_per_s"].median()
+        lines += ["## Throughput (median NFE per second over cells)", "", _markdown(throughput), ""]
+    for title, frame in (("Failed cells", failed), ("Skipped cells", skipped)):
+        if len(frame):
+            columns = [c for c in ["target", "schedule", "method", "steps", "device", "dtype", "error"] if c in frame]
+            lines += [f"## {title}", "", _markdown(frame[columns]), ""]
 
     figures = []
     for error in ("strong_error", "gaussian_fit_w2"):

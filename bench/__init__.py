@@ -1,1 +1,0 @@
-"""fmbench harness: timing helpers, benchmark suites (pytest-benchmark), sweeps and reports."""

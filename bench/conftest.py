@@ -1,7 +1,0 @@
-"""pytest-benchmark suites. Run with ``tox -e bench`` (or ``pytest bench``)."""
-
-import torch
-
-
-def pytest_configure(config):
-    torch.manual_seed(0)

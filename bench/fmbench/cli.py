@@ -1,0 +1,142 @@
+"""The ``fmbench`` command.
+
+    fmbench run [PRESET_OR_TOML] [--out DIR] [--workers N | --dask local[:N] | --dask ADDRESS]
+                [--threads T] [--cache DIR] [--force] [--quiet]
+    fmbench report RUN_DIR
+    fmbench list
+    fmbench export RUN_DIR --csv FILE
+
+``run`` checks the whole sweep, runs the cells not yet saved ``ok`` in ``DIR`` (default
+``results/runs/<preset>``; a rerun resumes, retrying failed cells), and writes ``DIR/report.md`` whatever
+failed. Exit status: 0 when every cell is ok (or skipped), 1 when cells failed, 2 when the sweep or the
+command line is wrong (nothing ran), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fmbench.sweepfile import SweepError, check_cells, expand, load_sweep, presets
+
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmbench", description="Benchmark flow-matching and diffusion samplers "
+                                     "against exact analytic truth.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a sweep (resumes; retries failed cells) and write its report")
+    run.add_argument("sweep", nargs="?", default="default", help="preset name (fmbench list) or path to a TOML file")
+    run.add_argument("--out", type=Path, default=None, help="run directory (default: results/runs/<preset name>)")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=1, help="worker processes; 1 (default) runs cells in this process")
+    where.add_argument("--dask", default=None, metavar="local[:N]|ADDRESS",
+                       help="run on Dask: a LocalCluster of N workers, or a running scheduler's address (extra: dask)")
+    run.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1; see README, Threads)")
+    run.add_argument("--cache", type=Path, default=None, help="learned-model cache (default: <out>/../cache)")
+    run.add_argument("--force", action="store_true", help="start afresh if --out holds another sweep (kept aside)")
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    report = commands.add_parser("report", help="(re)write the report of a finished or partial run")
+    report.add_argument("out", type=Path)
+    commands.add_parser("list", help="what can be swept: targets, schedules, methods, grids, diffusions, objectives, presets")
+    export = commands.add_parser("export", help="write a run's rows, in sweep order, to a CSV file")
+    export.add_argument("out", type=Path)
+    export.add_argument("--csv", type=Path, required=True)
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"fmbench: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _run(args) -> int:
+    from fmbench.report import write_report
+    from fmbench.sweep import open_executor, run_sweep
+
+    if args.workers < 1 or args.threads < 1:
+        return _error("--workers and --threads must be ≥ 1")
+    cells = expand(load_sweep(args.sweep))
+    check_cells(cells)
+    out = args.out or Path("results") / "runs" / Path(args.sweep).stem
+    with open_executor(args.workers, args.dask) as (executor, description):
+        outcome = run_sweep(cells, out, executor=executor, progress=not args.quiet, force=args.force,
+                            cache_dir=args.cache, threads=args.threads, executor_description=description)
+    report = write_report(out)
+    rows = outcome.rows
+    failed = int((rows["status"] == "failed").sum()) if len(rows) else 0
+    skipped = int((rows["status"] == "skipped").sum()) if len(rows) else 0
+    print(f"{len(rows)} of {len(cells)} cells saved ({failed} failed, {skipped} skipped); report: {report}")
+    if outcome.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_CELLS_FAILED if failed else EXIT_OK
+
+
+def _list() -> int:
+    from fmcore.grids import GRIDS
+    from fmcore.models import OBJECTIVES
+    from fmcore.schedules import SCHEDULES
+    from fmcore.solvers import DIFFUSIONS, METHODS, TABLEAUS
+    from fmcore.targets import TARGETS
+
+    def parameters(registry, name) -> str:
+        values = registry.parameters(name)
+        return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "-"
+
+    for title, registry in (("targets", TARGETS), ("schedules", SCHEDULES), ("grids", GRIDS), ("diffusions", DIFFUSIONS)):
+        print(f"{title}:")
+        for name in sorted(registry):
+            print(f"  {name:18s} {parameters(registry, name)}")
+    print("methods (name, kind, order / stages for fixed-step tableaus):")
+    for name in sorted(METHODS):
+        method = METHODS[name]
+        order = f"order {TABLEAUS[name].order}, {method.stages} stage(s)" if name in TABLEAUS else (
+            f"{method.stages} stage(s)" if method.stages else "")
+        print(f"  {name:18s} {method.kind:10s} {order}")
+    print("fields: analytic, " + ", ".join(f"learned:{objective}" for objective in OBJECTIVES))
+    print("presets:")
+    for name, path in presets().items():
+        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        print(f"  {name:18s} {first}")
+    return EXIT_OK
+
+
+def _export(args) -> int:
+    from fmbench.store import load_rows
+
+    rows = load_rows(args.out)
+    if rows.empty:
+        return _error(f"{args.out} holds no rows")
+    rows.to_csv(args.csv, index=False)
+    print(f"{len(rows)} rows -> {args.csv}")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "report":
+            from fmbench.report import write_report
+
+            if not args.out.is_dir():
+                return _error(f"{args.out} is not a run directory")
+            print(write_report(args.out))
+            return EXIT_OK
+        if args.command == "list":
+            return _list()
+        return _export(args)
+    except SweepError as error:
+        return _error(str(error))
+    except KeyError as error:  # a name looked up in a registry: print its message, not its repr
+        return _error(error.args[0] if error.args else str(error))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

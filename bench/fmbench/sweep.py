@@ -1,0 +1,358 @@
+"""Running a sweep: cells through an executor, each finished row saved at once, a rerun resuming exactly.
+
+* **Saved as they finish.** In-process (the default) cells run one at a time and each row is committed to
+  ``<run>/rows.sqlite`` before the next starts; with a pool, rows are committed as their futures complete
+  (at most ``2 × workers`` cells are in flight). A SIGKILL loses at most the cells in flight.
+* **Ctrl-C** stops after saving what finished, cancels what was queued, stops the workers, and prints how to
+  resume; a second Ctrl-C exits at once.
+* **Resumed exactly.** A rerun of the same sweep skips the cells whose saved row is ``ok`` and runs the rest:
+  new cells, failed cells (retried) and skipped ones (a CUDA cell may find a device next time).
+* **Checked first.** The output directory must be writable, and may hold only cells of this sweep (a sweep
+  that adds cells to an earlier one resumes it); one holding another sweep's cells is refused unless
+  ``force``, which moves it aside to ``<run>.old-<time>`` and starts afresh.
+* **Learned models** the pending cells need are trained once, here, before dispatch (with progress), into an
+  explicit cache directory, so two workers never train the same model.
+
+``sweep.json`` holds the normalised cell specs; ``environment.json`` what produced the rows (package versions,
+CPU, devices, threads, load average, git commit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from fmbench.cells import CellContext, CellSpec, run_cell, train_for
+from fmbench.store import RowStore, export_parquet, load_rows
+from fmbench.sweepfile import SweepError
+
+__all__ = ["run_sweep", "SweepOutcome", "open_executor", "environment", "default_cache_dir"]
+
+
+# ---------------------------------------------------------------------- what produced the rows
+
+
+def environment(threads: int | None = None, executor: str = "in-process") -> dict:
+    """Package versions, Python, CPU, devices, threads, load average and git commit."""
+    packages = {}
+    for name in ("torch", "torchdiffeq", "numpy", "scipy", "pandas", "pot", "seaborn", "distributed", "fmbench"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    here = Path(__file__).parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, cwd=here).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    cuda = []
+    for index in range(torch.cuda.device_count()):
+        properties = torch.cuda.get_device_properties(index)
+        cuda.append({"name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
+                     "capability": f"{properties.major}.{properties.minor}"})
+    return {
+        "packages": packages,
+        "python": sys.version,
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "cell_threads": threads,
+        "executor": executor,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "cuda_devices": cuda,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------------- executors
+
+
+def _worker_init(parent: int) -> None:
+    """In each pool worker: one torch thread, Ctrl-C left to the parent, and exit if the parent dies (SIGKILL)."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+
+@contextmanager
+def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[Executor | None, str]]:
+    """``(executor, description)``: None for in-process (``workers`` ≤ 1, no ``dask``), a process pool, or Dask.
+
+    ``dask`` is ``"local"`` / ``"local:N"`` (start a ``LocalCluster`` of N single-threaded worker processes) or
+    the address of a running scheduler (``"tcp://host:8786"``).
+    """
+    if dask:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise SweepError("--dask needs the optional extra: pip install 'fmbench[dask]'") from None
+        if dask == "local" or dask.startswith("local:"):
+            count = int(dask.partition(":")[2] or os.cpu_count() or 1)
+            cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
+            client, description = Client(cluster), f"dask LocalCluster of {count} workers"
+        else:
+            cluster, client, description = None, Client(dask), f"dask scheduler {dask}"
+        try:
+            yield client.get_executor(), description
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        return
+    if workers <= 1:
+        yield None, "in-process"
+        return
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))
+    try:
+        yield pool, f"process pool of {workers}"
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop(executor: Executor | None) -> None:
+    """Cancel what is queued and stop what runs, now (after Ctrl-C)."""
+    if executor is None:
+        return
+    if isinstance(executor, ProcessPoolExecutor):
+        workers = list((executor._processes or {}).values())  # no public handle on the pool's processes
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            process.terminate()
+    else:  # Dask's executor cancels its futures on shutdown(wait=False)
+        executor.shutdown(wait=False)
+
+
+def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, context: CellContext,
+             window: int) -> Iterator[tuple[int, dict]]:
+    """``(position, row)`` as cells finish: one at a time in process, else ≤ ``window`` futures in flight."""
+    if executor is None:
+        for position, cell in pending:
+            yield position, run_cell(cell, context)
+        return
+    queue = iter(pending)
+    in_flight: dict[Future, int] = {}
+
+    def refill() -> None:
+        for position, cell in queue:
+            in_flight[executor.submit(run_cell, cell, context)] = position
+            if len(in_flight) >= window:
+                return
+
+    refill()
+    while in_flight:
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        for future in done:
+            yield in_flight.pop(future), future.result()
+        refill()
+
+
+# ---------------------------------------------------------------------- the output directory
+
+
+def default_cache_dir(out: Path) -> Path:
+    """Learned models are cached beside the runs: ``<out's parent>/cache`` (e.g. ``results/runs/cache``)."""
+    return Path(out).resolve().parent / "cache"
+
+
+def _stored_keys(out: Path) -> set[str]:
+    rows = load_rows(out)
+    return set(rows["cell"]) if "cell" in rows else set()
+
+
+def prepare_output(out: Path, cells: list[CellSpec], force: bool = False) -> None:
+    """Make ``out`` ready for this sweep, or raise :class:`SweepError` before any work (see the module docstring)."""
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"the output path {out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise SweepError(f"cannot write to the output directory {out}: {error.strerror or error}") from None
+    foreign = _stored_keys(out) - {cell.key() for cell in cells}
+    if foreign:
+        if not force:
+            raise SweepError(
+                f"{out} holds {len(foreign)} cell(s) of another sweep; refusing to mix them. Use another --out, or "
+                "--force to start afresh (the old run is kept aside)"
+            )
+        aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(out), str(aside))
+        print(f"moved the old run aside to {aside}", file=sys.stderr)
+        out.mkdir(parents=True)
+    specs = [{"cell": cell.key(), **cell.as_dict()} for cell in cells]
+    temporary = out / "sweep.json.tmp"
+    temporary.write_text(json.dumps({"cells": specs}, indent=1))
+    temporary.replace(out / "sweep.json")
+
+
+# ---------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A tqdm bar (cells done / failed / ETA) on a terminal; plain lines when stderr is not one; nothing if quiet."""
+
+    def __init__(self, total: int, enabled: bool = True):
+        self.enabled, self.total, self.failed, self.done = enabled, total, 0, 0
+        self.started = time.perf_counter()
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="cell", dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, cell: CellSpec, row: dict) -> None:
+        self.done += 1
+        self.failed += row["status"] == "failed"
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.set_postfix(failed=self.failed, refresh=False)
+            self.bar.update(1)
+            return
+        elapsed = time.perf_counter() - self.started
+        remaining = elapsed / self.done * (self.total - self.done)
+        status = row["status"] if row["status"] != "failed" else f"FAILED ({str(row.get('error'))[:80]})"
+        detail = f"steps={cell.steps}" if cell.steps is not None else f"rtol={cell.rtol}"
+        print(f"[{self.done}/{self.total}] {cell.target} {cell.schedule} {cell.field} {cell.method} {detail} {cell.dtype}: "
+              f"{status}  ({elapsed:.0f} s, ~{remaining:.0f} s left)", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepOutcome:
+    """The rows of the run (all of them, in sweep order) and what this invocation did."""
+
+    rows: pd.DataFrame
+    ran: int
+    failed: int
+    interrupted: bool
+
+
+def _pretrain(pending: list[tuple[int, CellSpec]], cache_dir: Path, say: Callable[[str], None]) -> dict[str, str]:
+    """Train each learned model the pending cells need, once; return ``cell key → error`` for models that failed."""
+    needed: dict[tuple, list[CellSpec]] = {}
+    for _, cell in pending:
+        if cell.learned_objective() is not None:
+            key = (cell.target, json.dumps(cell.target_params, sort_keys=True), cell.schedule,
+                   json.dumps(cell.schedule_params, sort_keys=True), cell.field, cell.seed, cell.train_steps)
+            needed.setdefault(key, []).append(cell)
+    failures = {}
+    for index, cells in enumerate(needed.values(), start=1):
+        cell = cells[0]
+        say(f"learned model {index}/{len(needed)}: {cell.field} on {cell.target} / {cell.schedule}, "
+            f"{cell.train_steps} steps (cached in {cache_dir})")
+        try:
+            train_for(cell, cache_dir, progress=True)
+        except Exception as error:  # noqa: BLE001 — its cells become failed rows, the sweep goes on
+            failures.update({c.key(): f"training failed: {type(error).__name__}: {error}" for c in cells})
+    return failures
+
+
+def run_sweep(
+    cells: list[CellSpec],
+    out: str | Path,
+    executor: Executor | None = None,
+    progress: bool = True,
+    force: bool = False,
+    cache_dir: str | Path | None = None,
+    threads: int = 1,
+    executor_description: str = "in-process",
+) -> SweepOutcome:
+    """Run every cell of ``cells`` not already saved ``ok`` in ``out``; save each row as it finishes.
+
+    ``executor`` is any ``concurrent.futures.Executor`` (see :func:`open_executor`); None runs cells here, one at
+    a time. ``threads`` is torch's intra-op threads per cell. Validate ``cells`` first
+    (:func:`fmbench.sweepfile.check_cells`).
+    """
+    out = Path(out)
+    prepare_output(out, cells, force)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
+    say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
+    store = RowStore(out)
+    try:
+        statuses = store.statuses()
+        pending = [(position, cell) for position, cell in enumerate(cells) if statuses.get(cell.key()) != "ok"]
+        retried = sum(1 for _, cell in pending if cell.key() in statuses)
+        (out / "environment.json").write_text(json.dumps(environment(threads, executor_description), indent=2))
+        say(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run"
+            f"{f' ({retried} retried)' if retried else ''}; {executor_description}, {threads} torch thread(s) per cell -> {out}")
+        training_failures = _pretrain(pending, cache_dir, say)
+        for position, cell in pending:
+            if cell.key() in training_failures:
+                store.append({"cell": cell.key(), **cell.as_dict(), "status": "failed",
+                              "error": training_failures[cell.key()]}, position)
+        pending = [(p, c) for p, c in pending if c.key() not in training_failures]
+        tracker = Progress(len(pending), progress)
+        context = CellContext(threads=threads, cache_dir=str(cache_dir))
+        window = 2 * max(1, getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+        by_position = dict(pending)
+        interrupted = False
+        try:
+            for position, row in _results(pending, executor, context, window):
+                store.append(row, position)
+                tracker.update(by_position[position], row)
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C exits at once
+            interrupted = True
+            _stop(executor)
+        finally:
+            tracker.close()
+        rows = store.frame()
+    finally:
+        store.close()
+    export_parquet(out)
+    if interrupted:  # said even when quiet: the user must know what was kept and how to go on
+        print(f"interrupted: {tracker.done} cell(s) finished in this run and are saved ({len(rows)} rows in {out}). "
+              "Run the same command again to resume.", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return SweepOutcome(rows, tracker.done, tracker.failed + len(training_failures), interrupted)

@@ -225,8 +225,11 @@ class _Progress:
         self.last = elapsed
         goal = f"/{self.total}" if self.total else ""
         budget = f"/{self.budget_s:.0f}s" if self.budget_s else "s"
-        print(f"\r{self.label}: step {step}{goal}  {elapsed:.1f}{budget}  loss {loss:.4g}", end="\n" if final else "",
-              file=sys.stderr, flush=True)
+        # On a terminal one line is rewritten in place; elsewhere (a log file, CI) each report is its own line.
+        terminal = sys.stderr.isatty()
+        start = "\r" if terminal else ""
+        print(f"{start}{self.label}: step {step}{goal}  {elapsed:.1f}{budget}  loss {loss:.4g}",
+              end="\n" if final or not terminal else "", file=sys.stderr, flush=True)
 
 
 def _train(

@@ -4,8 +4,9 @@ import math
 
 import pandas as pd
 import pytest
+from fmbench.analysis import asymptotic_orders, best_at_budget, learned_crossover, pareto_front
 from fmbench.cells import CellSpec, run_cell
-from fmbench.report import convergence_orders, pareto_front, write_report
+from fmbench.report import write_report
 from fmbench.store import load_rows
 from fmbench.sweep import run_sweep
 from fmbench.sweepfile import SweepError, expand, load_sweep
@@ -64,15 +65,37 @@ def test_sweep_saves_resumes_and_reports(tmp_path):
     assert len(saved) == len(cells) and saved["cell"].is_unique
     assert (saved["status"] == "failed").sum() == 1
     report = write_report(tmp_path).read_text()
-    assert "Fitted convergence orders" in report and "Failed cells" in report and "not_a_method" in report
+    assert "Convergence orders, fitted on the asymptotic range" in report and "Failed cells" in report
+    assert "not_a_method" in report and (tmp_path / "cells.csv").exists() and (tmp_path / "exact_error_vs_nfe.png").exists()
 
 
-def test_convergence_orders_and_pareto_front():
-    rows = pd.DataFrame({
-        "status": "ok", "target": "t", "schedule": "s", "dtype": "float64", "device": "cpu", "field": "analytic",
-        "grid": "uniform", "method": "heun", "steps": [8, 16, 32], "strong_error": [1.0, 0.25, 0.0625],
-    })
-    orders = convergence_orders(rows)
-    assert orders["fitted_order"].iloc[0] == pytest.approx(2.0) and orders["tableau_order"].iloc[0] == 2
+def _rows(method: str, steps: list[int], errors: list[float], dtype: str = "float64", **extra) -> pd.DataFrame:
+    return pd.DataFrame({"status": "ok", "target": "t", "schedule": "s", "dtype": dtype, "device": "cpu",
+                         "field": "analytic", "grid": "uniform", "method": method, "steps": steps, "strong_error": errors,
+                         "nfe": [s * {"euler": 1, "heun": 2, "rk4": 4}[method] for s in steps], **extra})
+
+
+def test_orders_are_fitted_on_the_asymptotic_range_only():
+    orders = asymptotic_orders(_rows("heun", [8, 16, 32], [1.0, 0.25, 0.0625]))
+    assert orders["fitted order"].iloc[0] == pytest.approx(2.0) and orders["tableau order"].iloc[0] == 2
+    assert orders["flags"].iloc[0] == "-"
+    # Pre-asymptotic at few steps, then settled at 4: the fit uses the settled local orders only.
+    errors = [1.0, 0.6, 0.6 / 16, 0.6 / 256, 0.6 / 4096]
+    row = asymptotic_orders(_rows("rk4", [2, 4, 8, 16, 32], errors)).iloc[0]
+    assert row["fitted order"] == pytest.approx(4.0) and "pre-asymptotic at N ≤ 4" in row["flags"]
+    # float32 round-off: errors below 100·eps are left out and flagged.
+    row = asymptotic_orders(_rows("rk4", [4, 8, 16, 32], [1e-2, 6.25e-4, 3.9e-5, 2e-6], dtype="float32")).iloc[0]
+    assert row["fitted order"] == pytest.approx(4.0, abs=0.01) and "round-off at N ≥ 32" in row["flags"]
+    assert math.isnan(asymptotic_orders(_rows("euler", [4, 8, 16], [1.0, 0.9, 0.2])).iloc[0]["fitted order"])
+
+
+def test_best_at_budget_and_learned_crossover():
+    rows = pd.concat([_rows("euler", [8, 16, 32], [0.1, 0.05, 0.025]), _rows("rk4", [2, 4, 8], [1e-2, 1e-3, 1e-4])])
+    summary = best_at_budget(rows, budgets=(8, 16)).set_index("NFE ≤")
+    assert summary.loc[8, "best"] == "rk4" and summary.loc[8, "× better than euler"] == pytest.approx(10.0)
+    assert summary.loc[16, "best"] == "rk4" and summary.loc[16, "runner-up"] == "euler"
+    learned = _rows("rk4", [2, 4, 8], [2e-2, 5e-3, 5e-3]).assign(field="learned:cfm")
+    crossover = learned_crossover(pd.concat([rows, learned])).iloc[0]
+    assert crossover["model error floor"] == pytest.approx(5e-3) and crossover["model error dominates from NFE"] == 16
     frame = pd.DataFrame({"wall_s": [1.0, 2.0, 3.0, 4.0], "error": [0.5, 0.6, 0.1, math.nan]})
     assert list(pareto_front(frame, "error")["wall_s"]) == [1.0, 3.0]

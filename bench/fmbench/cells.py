@@ -6,9 +6,17 @@ against the truth:
 
 * Gaussian targets: ``strong_error`` against the exact flow map of the same noise from t = 0 (ODE methods), and the
   Bures W2 between the sample's moments and the exact ones (``gaussian_fit_w2``) for every method;
+* Gaussian targets, analytic field, every method with an exact law (``fmcore.exact``: all tableaus,
+  Euler–Maruyama, seed 000's sampler): ``w2_exact_law``, the exact W2 of the sampler's output law to the target,
+  with no sampling noise; for ODE methods ``strong_error_exact``, the exact expected strong error. A grid that
+  starts at a clipped t₀ > 0 also gets its two parts: ``clip_w2_exact_law`` / ``clip_strong_error`` (the exact
+  flow from t₀ against the target / against the exact map from 0) and ``discretisation_strong_error`` (the
+  sampler against the exact map from its own start);
 * mixtures: ``strong_error`` against a float64 dopri5 reference solve at rtol = atol = 1e-10 from the same
-  noise (ODE methods, cached per target/schedule/seed/n), ``w2_sliced`` to a target sample beside its
-  measured floor, ``mode_tv`` and ``gaussian_fit_w2``.
+  noise (ODE methods, cached per target/schedule/seed/n), ``w2_sliced`` to a target sample, ``mode_tv`` and
+  ``gaussian_fit_w2``;
+* every sampled metric has its floor in the same row (``*_floor``: the metric between exact samples of the
+  same size, mean of 3 repeats).
 
 A cell that fails (bad spec, diverging solve) returns a row with ``status = "failed"`` and the error;
 it never raises (but a ``KeyboardInterrupt`` goes through, so Ctrl-C stops a sweep), so no finished result of
@@ -36,6 +44,7 @@ import torch
 
 from fmbench.timing import synchronize
 from fmcore import AnalyticField, get_schedule, get_target
+from fmcore.exact import exact_output_law, has_exact_law
 from fmcore.grids import get_grid
 from fmcore.metrics import gaussian_fit_w2, mode_tv, strong_error, w2_floor, w2_sliced
 from fmcore.models import train_model
@@ -107,9 +116,16 @@ def _reference_solution(target_name: str, target_json: str, schedule_name: str, 
 
 
 @functools.lru_cache(maxsize=64)
-def _floor(target_name: str, target_json: str, n: int) -> float:
+def _floors(target_name: str, target_json: str, n: int) -> dict[str, float]:
+    """Each sampled metric of an exact sampler: between target samples of size n, mean of 3 repeats."""
     target = get_target(target_name, **json.loads(target_json))
-    return w2_floor(target, n, "sliced", generator=1, repeats=3, n_projections=SLICED_PROJECTIONS)
+    generator = torch.Generator().manual_seed(1)
+    samples = [target.sample(n, generator=generator) for _ in range(3)]
+    floors = {"gaussian_fit_w2_floor": sum(gaussian_fit_w2(x, target) for x in samples) / 3}
+    if target.num_components > 1:
+        floors["w2_sliced_floor"] = w2_floor(target, n, "sliced", generator=1, repeats=3, n_projections=SLICED_PROJECTIONS)
+        floors["mode_tv_floor"] = sum(mode_tv(x, target) for x in samples) / 3
+    return floors
 
 
 def _noise(seed: int, n: int, dim: int, prior_std: float) -> torch.Tensor:
@@ -135,7 +151,8 @@ def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):
     return learned
 
 
-def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, schedule):
+def _sampler_options(spec: CellSpec, schedule) -> dict:
+    """The keyword arguments of ``sample`` for this cell (steps or grid, tolerances, diffusion, generator)."""
     options: dict = {}
     kind = METHODS[spec.method].kind if spec.method in METHODS else None
     if kind in ("fixed", "sde", "seed"):
@@ -149,6 +166,11 @@ def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, schedule):
         options["diffusion"] = get_diffusion(spec.diffusion or "zero", **spec.diffusion_params)
     if kind in ("sde", "seed"):
         options["generator"] = spec.seed + 1
+    return options
+
+
+def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, schedule):
+    options = _sampler_options(spec, schedule)
     def timed_run():
         synchronize(spec.device)
         start = time.perf_counter()
@@ -210,6 +232,25 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
     if target.num_components > 1:
         reference_sample = target.sample(spec.n, generator=torch.Generator().manual_seed(10_000 + spec.seed))
         scores["w2_sliced"] = w2_sliced(x, reference_sample, SLICED_PROJECTIONS, generator=spec.seed)
-        scores["w2_sliced_floor"] = _floor(spec.target, json.dumps(spec.target_params, sort_keys=True), spec.n)
         scores["mode_tv"] = mode_tv(x, target)
+    scores.update(_floors(spec.target, json.dumps(spec.target_params, sort_keys=True), spec.n))
+    scores.update(_exact_scores(spec, target, schedule))
+    return scores
+
+
+def _exact_scores(spec: CellSpec, target, schedule) -> dict:
+    """The exact-law figures of a linear sampler on a Gaussian target (none for mixtures or learned fields)."""
+    if target.num_components != 1 or spec.field != "analytic" or not has_exact_law(spec.method):
+        return {}
+    options = {key: value for key, value in _sampler_options(spec, schedule).items() if key != "generator"}
+    law = exact_output_law(target, schedule, spec.method, **options)
+    scores = {"w2_exact_law": law.w2_to_target()}
+    ode = not bool((law.noise_variance > 0).any())
+    if ode:
+        scores["strong_error_exact"] = law.strong_error(0.0)
+    if law.t0 > 0:
+        scores["clip_w2_exact_law"] = law.clip_law_w2()
+        if ode:
+            scores["clip_strong_error"] = law.clip_strong_error()
+            scores["discretisation_strong_error"] = law.strong_error(law.t0)
     return scores

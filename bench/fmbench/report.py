@@ -1,11 +1,10 @@
-"""Reports from a sweep's rows: Markdown tables and seaborn figures (``docs/design.md``, "Reports").
+"""The report of a run: ``<run>/report.md``, its figures, and ``cells.csv`` (every row) beside it.
 
-* error vs NFE for every method (strong error for ODE methods, moment W2 for every method);
-* the fitted convergence order of each fixed-step method (slope of log strong error against log step
-  size over its largest step counts) next to the order of its tableau;
-* the Pareto front of error against wall time;
-* throughput per device and dtype;
-* failures, with their errors.
+Sections, in the order a reader asks: which method wins at each NFE budget (by the exact metric), the convergence
+orders fitted on the asymptotic range only, what a clipped start costs, where a learned model's error takes over,
+the figures (error vs NFE, sampled metrics with their floors as bands, local orders, the error–time Pareto front,
+samples along the path), then timing as ratios measured in the same run, and failures. The analysis is in
+:mod:`fmbench.analysis`, the drawing in :mod:`fmbench.figures`.
 """
 
 from __future__ import annotations
@@ -13,63 +12,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
+from fmbench import figures
+from fmbench.analysis import asymptotic_orders, best_at_budget, labels, learned_crossover, time_ratios
+from fmbench.store import export_parquet, load_rows
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib import pyplot as plt  # noqa: E402
-
-from fmbench.store import export_parquet, load_rows  # noqa: E402
-from fmcore.solvers import TABLEAUS  # noqa: E402
-
-GROUP = ["target", "schedule", "dtype", "device", "field"]
-
-
-def _label(frame: pd.DataFrame) -> pd.Series:
-    """method, plus grid / diffusion / tolerance where they distinguish rows."""
-    label = frame["method"].astype(str)
-    grid = frame.get("grid", pd.Series("uniform", index=frame.index)).fillna("uniform")
-    label = label.where(grid == "uniform", label + "[" + grid + "]")
-    diffusion = frame.get("diffusion", pd.Series(None, index=frame.index))
-    parameters = frame.get("diffusion_params", pd.Series("{}", index=frame.index)).fillna("{}")
-    described = diffusion.astype(str) + parameters.where(parameters == "{}", parameters).replace("{}", "")
-    label = label.where(diffusion.isna(), label + "[" + described + "]")
-    field = frame.get("field", pd.Series("analytic", index=frame.index)).fillna("analytic")
-    return label.where(field == "analytic", label + " (" + field + ")")
-
-
-def convergence_orders(rows: pd.DataFrame, points: int = 3) -> pd.DataFrame:
-    """Slope of log(strong error) vs log(1/steps) over the ``points`` largest step counts, uniform grids,
-    analytic fields (for a learned field the error against the analytic reference levels off at the model's
-    own error, which the per-configuration tables show)."""
-    if "strong_error" not in rows or rows.empty:
-        return pd.DataFrame()
-    fixed = rows[(rows["status"] == "ok") & rows["method"].isin(list(TABLEAUS)) & (rows["grid"] == "uniform")
-                 & (rows["field"] == "analytic")]  # a learned field's error plateaus at the model error
-    fixed = fixed.dropna(subset=["strong_error"])
-    records = []
-    for keys, group in fixed.groupby(GROUP + ["method"]):
-        group = group.sort_values("steps").tail(points)
-        if len(group) < 2 or (group["strong_error"] <= 0).any():
-            continue
-        slope = np.polyfit(np.log(1.0 / group["steps"]), np.log(group["strong_error"]), 1)[0]
-        records.append({**dict(zip(GROUP + ["method"], keys, strict=True)), "fitted_order": slope,
-                        "tableau_order": TABLEAUS[keys[-1]].order, "steps": list(group["steps"].astype(int))})
-    return pd.DataFrame(records)
-
-
-def pareto_front(frame: pd.DataFrame, error: str, cost: str = "wall_s") -> pd.DataFrame:
-    """Rows not dominated in (cost, error): no other row is at least as cheap and strictly more accurate."""
-    ordered = frame.dropna(subset=[error, cost]).sort_values([cost, error])
-    front, best = [], np.inf
-    for _, row in ordered.iterrows():
-        if row[error] < best:
-            front.append(row)
-            best = row[error]
-    return pd.DataFrame(front)
+__all__ = ["write_report"]
 
 
 def _markdown(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
@@ -78,30 +27,66 @@ def _markdown(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     lines = [header, "|" + "---|" * len(frame.columns)]
     for _, row in frame.iterrows():
-        cells = [format(v, floatfmt) if isinstance(v, float) else str(v) for v in row]
+        cells = ["" if isinstance(v, float) and v != v else format(v, floatfmt) if isinstance(v, float) else str(v)
+                 for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def error_vs_nfe_figure(rows: pd.DataFrame, error: str, path: Path) -> Path | None:
-    if error not in rows:
-        return None
-    ok = rows[(rows["status"] == "ok")].dropna(subset=[error]).copy()
-    ok = ok[ok[error] > 0]
-    if ok.empty:
-        return None
-    ok["method"] = _label(ok)
-    grid = sns.relplot(data=ok, x="nfe", y=error, hue="method", style="dtype", row="target", col="schedule",
-                       kind="line", marker="o", height=3.2, aspect=1.2, facet_kws={"sharey": False})
-    grid.set(xscale="log", yscale="log")
-    grid.figure.suptitle(f"{error} vs NFE", y=1.02)
-    grid.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(grid.figure)
-    return path
+def _environment_line(environment: dict) -> list[str]:
+    if not environment:
+        return []
+    packages = ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v)
+    dirty = " (dirty)" if environment.get("git_dirty") else ""
+    return [f"Commit `{environment.get('git_commit')}`{dirty}; {environment.get('processor')}, {environment.get('cpu_count')} "
+            f"CPUs; {environment.get('executor', 'in-process')}, {environment.get('cell_threads')} torch thread(s) per cell; "
+            f"load average at start {environment.get('load_average')}; CUDA: {environment.get('cuda_devices') or 'none'}; "
+            f"{packages}.", ""]
 
 
-def write_report(out: str | Path) -> Path:
-    """Read the run's rows and write ``<out>/report.md``, its figures and the ``rows.parquet`` export.
+def _clip_table(ok: pd.DataFrame) -> pd.DataFrame:
+    columns = ["clip_w2_exact_law", "clip_strong_error", "discretisation_strong_error"]
+    if not any(c in ok for c in columns):
+        return pd.DataFrame()
+    clipped = ok[ok[[c for c in columns if c in ok]].notna().any(axis=1)]
+    keep = [c for c in ["target", "schedule", "dtype", "label", "steps", "t0", "w2_exact_law", "strong_error_exact", *columns]
+            if c in clipped]
+    return clipped[keep].sort_values(["target", "schedule", "dtype", "label", "steps"])
+
+
+def _exact_vs_sampled(ok: pd.DataFrame) -> pd.DataFrame:
+    """Cells with an exact-law W2 beside their sample-based moment W2 and its floor (SDE methods first)."""
+    if "w2_exact_law" not in ok:
+        return pd.DataFrame()
+    rows = ok[ok["w2_exact_law"].notna() & (ok["dtype"] == "float64")]
+    rows = rows[rows["method"].isin(["euler_maruyama", "seed000_sde"])]
+    keep = [c for c in ["target", "schedule", "label", "steps", "w2_exact_law", "gaussian_fit_w2", "gaussian_fit_w2_floor"]
+            if c in rows]
+    return rows[keep].sort_values(["target", "schedule", "label", "steps"])
+
+
+def _learned_field(rows: pd.DataFrame, out: Path):
+    """The run's learned seed000/cond_ot model from its cache, for the histograms (None if the run had none)."""
+    learned = rows[(rows["status"] == "ok") & (rows["field"] == "learned:cfm") & (rows["target"] == "seed000")
+                   & (rows["schedule"] == "cond_ot")] if "field" in rows else pd.DataFrame()
+    if learned.empty:
+        return None
+    from fmbench.cells import CellSpec, train_for
+    from fmbench.sweep import default_cache_dir
+
+    row = learned.iloc[0]
+    spec = CellSpec(target="seed000", schedule="cond_ot", method=str(row["method"]), field="learned:cfm",
+                    seed=int(row["seed"]), train_steps=int(row["train_steps"]))
+    cache = Path(json.loads((out / "environment.json").read_text()).get("cache_dir") or default_cache_dir(out)) \
+        if (out / "environment.json").exists() else default_cache_dir(out)
+    try:
+        return train_for(spec, cache)
+    except Exception:  # noqa: BLE001 — the figure then shows the analytic field alone
+        return None
+
+
+def write_report(out: str | Path, histograms: bool = True) -> Path:
+    """Write ``<out>/report.md``, its figures, ``cells.csv`` and the ``rows.parquet`` export from the run's rows.
 
     Works on any state of a run: partial, interrupted, or one whose every cell failed."""
     out = Path(out)
@@ -112,52 +97,67 @@ def write_report(out: str | Path) -> Path:
         rows = pd.DataFrame({"status": pd.Series(dtype=str)})
     environment = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
     ok = rows[rows["status"] == "ok"].copy()
-    ok["label"] = _label(ok) if len(ok) else pd.Series(dtype=str)
-    lines = [f"# Sweep report: {out.name}", ""]
-    if environment:
-        packages = ", ".join(f"{k} {v}" for k, v in environment.get("packages", {}).items() if v)
-        lines += [f"Commit `{environment.get('git_commit')}`{' (dirty)' if environment.get('git_dirty') else ''}; "
-                  f"{environment.get('processor')}, {environment.get('cpu_count')} CPUs, torch threads per cell "
-                  f"{environment.get('cell_threads', environment.get('torch_threads'))}, "
-                  f"{environment.get('executor', 'in-process')}, load average at start {environment.get('load_average')}; "
-                  f"CUDA: {environment.get('cuda_devices') or 'none'}; "
-                  f"{packages}.", ""]
-    failed = rows[rows["status"] == "failed"]
-    skipped = rows[rows["status"] == "skipped"]
-    lines += [f"{len(rows)} cells: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped.", ""]
-
-    orders = convergence_orders(rows)
-    lines += ["## Fitted convergence orders (strong error vs step size, uniform grid)", "",
-              _markdown(orders[GROUP + ["method", "tableau_order", "fitted_order", "steps"]] if len(orders) else orders), ""]
-
-    for keys, group in ok.groupby(GROUP):
-        title = ", ".join(f"{k}={v}" for k, v in zip(GROUP, keys, strict=True))
-        columns = [c for c in ["label", "steps", "rtol", "nfe", "strong_error", "gaussian_fit_w2", "w2_sliced",
-                               "w2_sliced_floor", "mode_tv", "wall_s"] if c in group and group[c].notna().any()]
-        table = group.sort_values(["label", "nfe"])[columns]
-        lines += [f"## {title}", "", _markdown(table), ""]
-        error = "strong_error" if "strong_error" in group and group["strong_error"].notna().any() else "gaussian_fit_w2"
-        front = pareto_front(group, error)
-        if len(front):
-            points = [f"{r['label']}@{int(r['nfe'])} NFE ({r[error]:.2g} in {r['wall_s'] * 1e3:.1f} ms)"
-                      for _, r in front.iterrows()]
-            lines += [f"Pareto front ({error} vs wall time): " + ", ".join(points), ""]
-
     if len(ok):
-        throughput = ok.groupby(["device", "dtype", "method"], as_index=False)["nfe_per_s"].median()
-        lines += ["## Throughput (median NFE per second over cells)", "", _markdown(throughput), ""]
+        ok["label"] = labels(ok)
+    failed, skipped = rows[rows["status"] == "failed"], rows[rows["status"] == "skipped"]
+    lines = [f"# Sweep report: {out.name}", "", *_environment_line(environment),
+             f"{len(rows)} cells: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped. Every cell's row is in "
+             "[`cells.csv`](cells.csv).", ""]
+
+    lines += ["## Summary: the best method at each NFE budget", "",
+              "By the exact metric — the W2 of the sampler's exact output law (Gaussian targets) or the strong error "
+              "against a float64 reference from the same noise (mixtures): neither has sampling noise. Analytic fields, "
+              "float64. `× better` compares the best cell within the budget with the best Euler cell and with the best "
+              "cell of the runner-up.", "", _markdown(best_at_budget(rows)), ""]
+
+    orders = asymptotic_orders(rows)
+    lines += ["## Convergence orders, fitted on the asymptotic range", "",
+              "Local orders between successive step counts; the fitted order is their median over the largest step counts "
+              "where they agree within ±0.2. Errors below 100 × the dtype's epsilon are round-off and left out.", "",
+              _markdown(orders[[c for c in orders.columns if c not in ("device", "field")]] if len(orders) else orders), ""]
+
+    clip = _clip_table(ok)
+    if len(clip):
+        lines += ["## Clipped starts: what the clip costs, and what the steps cost", "",
+                  "Grids in noise level (karras, logsnr) start at t₀ > 0 on paths with α₀ = 0. `clip_*` is the exact flow "
+                  "from t₀ (against the target, and against the exact map from 0); `discretisation_strong_error` is the "
+                  "sampler against the exact map from its own start.", "", _markdown(clip), ""]
+
+    exact_sampled = _exact_vs_sampled(ok)
+    if len(exact_sampled):
+        lines += ["## SDE samplers: exact-law W2 beside the sample-based moment W2", "",
+                  "`gaussian_fit_w2` is the Bures W2 of the sample's moments (n samples) and `gaussian_fit_w2_floor` the same "
+                  "for exact samples of the same size: below the floor the sample-based figure cannot see discretisation.",
+                  "", _markdown(exact_sampled), ""]
+
+    crossover = learned_crossover(rows)
+    lines += ["## Learned vs analytic fields", "",
+              "The learned model's error floor (its strong error against the exact reference at its largest NFE) and the "
+              "NFE from which the analytic field's discretisation error is below it: beyond that NFE, steps buy nothing.",
+              "", _markdown(crossover), ""]
+
+    figure_paths = [
+        figures.error_vs_nfe(rows, out / "exact_error_vs_nfe.png"),
+        figures.error_vs_nfe(rows, out / "gaussian_fit_w2_vs_nfe.png", metric="gaussian_fit_w2", floor="gaussian_fit_w2_floor"),
+        figures.order_plot(orders, out / "local_orders.png"),
+        figures.pareto_plot(rows, out / "pareto_front.png"),
+    ]
+    if histograms and len(ok):
+        figure_paths.append(figures.intermediate_histograms(out / "seed000_histograms.png", _learned_field(rows, out)))
+    lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figure_paths if p is not None] + [""]
+
+    ratios = time_ratios(rows)
+    load = environment.get("load_average")
+    lines += ["## Timing", "",
+              f"Load average when the run started: {load} on {environment.get('cpu_count')} CPUs. Times are single runs "
+              "unless the cell asked for timed repeats; they are shown as time per NFE relative to Euler on the same "
+              "target, schedule, dtype and device, measured in the same run, which is steadier than a time.", "",
+              _markdown(ratios), ""]
     for title, frame in (("Failed cells", failed), ("Skipped cells", skipped)):
         if len(frame):
             columns = [c for c in ["target", "schedule", "method", "steps", "device", "dtype", "error"] if c in frame]
             lines += [f"## {title}", "", _markdown(frame[columns]), ""]
-
-    figures = []
-    for error in ("strong_error", "gaussian_fit_w2"):
-        if error in rows:
-            figure = error_vs_nfe_figure(rows, error, out / f"{error}_vs_nfe.png")
-            if figure is not None:
-                figures.append(figure)
-    lines += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures] + [""]
+    rows.to_csv(out / "cells.csv", index=False)
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report

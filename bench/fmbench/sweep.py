@@ -278,7 +278,9 @@ class SweepOutcome:
     interrupted: bool
 
 
-def _pretrain(pending: list[tuple[int, CellSpec]], cache_dir: Path, say: Callable[[str], None]) -> dict[str, str]:
+def _pretrain(
+    pending: list[tuple[int, CellSpec]], cache_dir: Path, say: Callable[[str], None], progress: bool
+) -> dict[str, str]:
     """Train each learned model the pending cells need, once; return ``cell key → error`` for models that failed."""
     needed: dict[tuple, list[CellSpec]] = {}
     for _, cell in pending:
@@ -292,7 +294,7 @@ def _pretrain(pending: list[tuple[int, CellSpec]], cache_dir: Path, say: Callabl
         say(f"learned model {index}/{len(needed)}: {cell.field} on {cell.target} / {cell.schedule}, "
             f"{cell.train_steps} steps (cached in {cache_dir})")
         try:
-            train_for(cell, cache_dir, progress=True)
+            train_for(cell, cache_dir, progress=progress)
         except Exception as error:  # noqa: BLE001 — its cells become failed rows, the sweep goes on
             failures.update({c.key(): f"training failed: {type(error).__name__}: {error}" for c in cells})
     return failures
@@ -323,10 +325,16 @@ def run_sweep(
         statuses = store.statuses()
         pending = [(position, cell) for position, cell in enumerate(cells) if statuses.get(cell.key()) != "ok"]
         retried = sum(1 for _, cell in pending if cell.key() in statuses)
-        (out / "environment.json").write_text(json.dumps(environment(threads, executor_description), indent=2))
+        record = {**environment(threads, executor_description), "cache_dir": str(cache_dir)}
+        (out / "environment.json").write_text(json.dumps(record, indent=2))
         say(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run"
             f"{f' ({retried} retried)' if retried else ''}; {executor_description}, {threads} torch thread(s) per cell -> {out}")
-        training_failures = _pretrain(pending, cache_dir, say)
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)  # training, like the cells, uses the threads asked for
+        try:
+            training_failures = _pretrain(pending, cache_dir, say, progress)
+        finally:
+            torch.set_num_threads(previous_threads)
         for position, cell in pending:
             if cell.key() in training_failures:
                 store.append({"cell": cell.key(), **cell.as_dict(), "status": "failed",

@@ -1,0 +1,188 @@
+"""What a report says, computed from the rows with pandas (no plotting here).
+
+* :func:`exact_error` — the error a cell is judged by: the exact-law figures where they exist (no sampling noise),
+  else the strong error against the float64 reference (also deterministic);
+* :func:`best_at_budget` — for each target/schedule and NFE budget, the best method and grid, and by how much it
+  beats Euler and the runner-up;
+* :func:`asymptotic_orders` — convergence orders fitted only where the local orders have settled;
+* :func:`learned_crossover` — a learned model's error floor, and the NFE where it takes over from discretisation;
+* :func:`pareto_front`, :func:`time_ratios` — cost: error against time, and time relative to a reference method
+  measured in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from fmcore.solvers import TABLEAUS
+
+GROUP = ["target", "schedule", "dtype", "device", "field"]
+BUDGETS = (8, 16, 32, 64, 128)
+STABLE_WITHIN = 0.2
+"""Successive local orders that differ by at most this are in the asymptotic range."""
+ROUND_OFF = {"float32": 100 * 1.19e-7, "float64": 100 * 2.22e-16}
+"""An error below this (100 × the dtype's machine epsilon) is treated as round-off, not discretisation."""
+
+
+def labels(frame: pd.DataFrame) -> pd.Series:
+    """method, plus grid / diffusion (with its parameters) / learned field where they distinguish rows."""
+    label = frame["method"].astype(str)
+    grid = frame.get("grid", pd.Series("uniform", index=frame.index)).fillna("uniform")
+    label = label.where(grid == "uniform", label + "[" + grid + "]")
+    diffusion = frame.get("diffusion", pd.Series(None, index=frame.index))
+    parameters = frame.get("diffusion_params", pd.Series("{}", index=frame.index)).fillna("{}")
+    described = diffusion.astype(str) + parameters.where(parameters != "{}", "")
+    label = label.where(diffusion.isna(), label + "[" + described + "]")
+    field = frame.get("field", pd.Series("analytic", index=frame.index)).fillna("analytic")
+    return label.where(field == "analytic", label + " (" + field + ")")
+
+
+def exact_error(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """``(error, metric name)`` per row: ``w2_exact_law``, else ``strong_error`` (deterministic either way)."""
+    error = pd.Series(np.nan, index=frame.index)
+    name = pd.Series(None, index=frame.index, dtype=object)
+    for column in ("strong_error", "w2_exact_law"):  # later columns take precedence
+        if column in frame:
+            present = frame[column].notna()
+            error = error.where(~present, frame[column])
+            name = name.where(~present, column)
+    return error, name
+
+
+def _ok(rows: pd.DataFrame) -> pd.DataFrame:
+    ok = rows[rows["status"] == "ok"].copy()
+    if ok.empty:
+        return ok
+    ok["label"] = labels(ok)
+    ok["error"], ok["metric"] = exact_error(ok)
+    return ok.dropna(subset=["error"])
+
+
+def best_at_budget(rows: pd.DataFrame, budgets=BUDGETS) -> pd.DataFrame:
+    """For each target/schedule (analytic field, float64, CPU) and NFE budget: the best label within the budget by
+    the exact metric, its error, and the factors by which it beats the best Euler and the runner-up."""
+    ok = _ok(rows)
+    if ok.empty:
+        return pd.DataFrame()
+    ok = ok[(ok["field"] == "analytic") & (ok["dtype"] == "float64") & (ok["device"] == "cpu")]
+    records = []
+    for (target, schedule), group in ok.groupby(["target", "schedule"], sort=True):
+        metric = "w2_exact_law" if (group["metric"] == "w2_exact_law").any() else "strong_error"
+        group = group[group["metric"] == metric]
+        for budget in budgets:
+            within = group[group["nfe"] <= budget]
+            if within.empty:
+                continue
+            best = within.groupby("label")["error"].min().sort_values()
+            euler = best.get("euler", math.nan)
+            record = {"target": target, "schedule": schedule, "NFE ≤": budget, "metric": metric, "best": best.index[0],
+                      "error": best.iloc[0], "× better than euler": euler / best.iloc[0] if best.iloc[0] > 0 else math.nan}
+            if len(best) > 1:
+                record.update({"runner-up": best.index[1],
+                               "× better than runner-up": best.iloc[1] / best.iloc[0] if best.iloc[0] > 0 else math.nan})
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def asymptotic_orders(rows: pd.DataFrame) -> pd.DataFrame:
+    """Convergence orders of fixed-step methods on uniform grids, fitted on the asymptotic range only.
+
+    Local orders :math:`p_i = \\log(e_i/e_{i+1}) / \\log(N_{i+1}/N_i)` between successive step counts. Errors below
+    the dtype's round-off floor (:data:`ROUND_OFF`) are flagged "round-off" and left out. Walking back from the
+    largest step counts, the local orders that stay within :data:`STABLE_WITHIN` of their neighbour form the
+    asymptotic range; the fitted order is their median. Earlier points are "pre-asymptotic"; with fewer than two
+    settled local orders there is no fit.
+    """
+    ok = _ok(rows)
+    if ok.empty:
+        return pd.DataFrame()
+    fixed = ok[ok["method"].isin(list(TABLEAUS)) & (ok["grid"] == "uniform") & (ok["field"] == "analytic")]
+    records = []
+    for keys, group in fixed.groupby(GROUP + ["method"], sort=True):
+        group = group.groupby("steps", as_index=False)["error"].min().sort_values("steps")
+        steps, errors = group["steps"].to_numpy(float), group["error"].to_numpy(float)
+        floor = ROUND_OFF.get(keys[2], 0.0)
+        usable = errors > floor
+        local = [math.log(errors[i] / errors[i + 1]) / math.log(steps[i + 1] / steps[i])
+                 if usable[i] and usable[i + 1] else math.nan for i in range(len(steps) - 1)]
+        stable: list[int] = []
+        for i in reversed(range(len(local))):
+            if math.isnan(local[i]):
+                if stable:
+                    break
+                continue
+            if stable and abs(local[i] - local[stable[-1]]) > STABLE_WITHIN:
+                break
+            stable.append(i)
+        fitted = float(np.median([local[i] for i in stable])) if len(stable) >= 2 else math.nan
+        flags = []
+        if not usable.all():
+            flags.append(f"round-off at N ≥ {int(steps[~usable].min())}")
+        first_stable = min(stable) if len(stable) >= 2 else len(local)
+        if first_stable > 0:
+            flags.append(f"pre-asymptotic at N ≤ {int(steps[first_stable])}" if len(stable) >= 2 else "no asymptotic range")
+        records.append({**dict(zip(GROUP + ["method"], keys, strict=True)), "tableau order": TABLEAUS[keys[-1]].order,
+                        "fitted order": fitted, "local orders": " ".join(f"{p:.2f}" for p in local),
+                        "steps": " ".join(str(int(s)) for s in steps), "flags": "; ".join(flags) or "-"})
+    return pd.DataFrame(records)
+
+
+def learned_crossover(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per learned model and method: its error floor (the error at its largest NFE, against the exact reference of
+    the same noise) and the smallest NFE at which the analytic field's discretisation error falls below it —
+    beyond that NFE, more steps cannot help the learned model."""
+    ok = _ok(rows)
+    if ok.empty or "strong_error" not in ok:
+        return pd.DataFrame()
+    learned = ok[(ok["field"] != "analytic") & ok["strong_error"].notna()]
+    records = []
+    for (target, schedule, dtype, field, method), group in learned.groupby(["target", "schedule", "dtype", "field", "method"]):
+        group = group.sort_values("nfe")
+        model_floor = float(group["strong_error"].iloc[-1])
+        analytic = ok[(ok["field"] == "analytic") & (ok["target"] == target) & (ok["schedule"] == schedule)
+                      & (ok["dtype"] == dtype) & (ok["method"] == method) & (ok["grid"] == "uniform")
+                      & ok["strong_error"].notna()].sort_values("nfe")
+        below = analytic[analytic["strong_error"] < model_floor]
+        records.append({"target": target, "schedule": schedule, "dtype": dtype, "field": field, "method": method,
+                        "model error floor": model_floor,
+                        "learned error by NFE": _by_nfe(group),
+                        "analytic error by NFE": _by_nfe(analytic),
+                        "model error dominates from NFE": int(below["nfe"].iloc[0]) if len(below) else None})
+    return pd.DataFrame(records)
+
+
+def _by_nfe(frame: pd.DataFrame) -> str:
+    return " ".join(f"{int(n)}:{e:.2g}" for n, e in zip(frame["nfe"], frame["strong_error"], strict=True))
+
+
+def pareto_front(frame: pd.DataFrame, error: str, cost: str = "wall_s") -> pd.DataFrame:
+    """Rows not dominated in (cost, error): no other row is at least as cheap and strictly more accurate."""
+    ordered = frame.dropna(subset=[error, cost]).sort_values([cost, error])
+    front, best = [], np.inf
+    for _, row in ordered.iterrows():
+        if row[error] < best:
+            front.append(row)
+            best = row[error]
+    return pd.DataFrame(front)
+
+
+def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
+    """Time per NFE of each method relative to ``reference`` on the same target, schedule, dtype and device, in the
+    same run (a ratio survives a slow machine better than a time): median over the cells of each method."""
+    if "wall_s" not in rows:
+        return pd.DataFrame()
+    ok = rows[(rows["status"] == "ok") & rows["wall_s"].notna() & (rows["nfe"] > 0)].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["label"] = labels(ok)
+    ok["s_per_nfe"] = ok["wall_s"] / ok["nfe"]
+    keys = ["target", "schedule", "dtype", "device"]
+    base = ok[(ok["method"] == reference) & (ok["field"] == "analytic")].groupby(keys)["s_per_nfe"].median().rename("reference")
+    ok = ok.join(base, on=keys).dropna(subset=["reference"])
+    ok["time per NFE / euler"] = ok["s_per_nfe"] / ok["reference"]
+    return ok.groupby(["device", "dtype", "label"], as_index=False).agg(
+        **{"time per NFE / euler": ("time per NFE / euler", "median"), "cells": ("cell", "count"),
+           "median µs per NFE": ("s_per_nfe", lambda s: 1e6 * s.median())})

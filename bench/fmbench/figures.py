@@ -1,0 +1,179 @@
+"""The report's figures, drawn with one fixed style for the whole report.
+
+* one colour per method (with its diffusion and field), assigned in a canonical order — registered methods first,
+  in registry order — over the labels of the run, from qualitative palettes with no two near-identical colours;
+* one marker per time grid (so ``karras`` and ``logsnr`` stay apart where their curves overlap), one line style per
+  dtype, panels in sorted order: the same rows always give the same figure.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+
+from fmbench.analysis import exact_error, labels, pareto_front  # noqa: E402
+from fmcore.solvers import METHODS  # noqa: E402
+
+MARKERS = {"uniform": "o", "karras": "s", "logsnr": "^", "cosine": "D"}
+DASHES = {"float64": "-", "float32": "--"}
+
+
+def colour_key(frame: pd.DataFrame) -> pd.Series:
+    """The part of a label that gets a colour: the label without its grid (the grid is the marker)."""
+    grid = frame.get("grid", pd.Series("uniform", index=frame.index)).fillna("uniform")
+    label = labels(frame)
+    return pd.Series([lab.replace(f"[{g}]", "") for lab, g in zip(label, grid, strict=True)], index=frame.index)
+
+
+def palette(keys) -> dict[str, tuple]:
+    """A colour per key: registered methods in registry order first, then the rest sorted."""
+    order = list(METHODS)
+    ranked = sorted(set(keys), key=lambda k: (order.index(k.split("[")[0].split(" ")[0]) if k.split("[")[0].split(" ")[0] in order
+                                             else len(order), k))
+    colours = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
+    if len(ranked) > len(colours):
+        colours += sns.color_palette("husl", len(ranked) - len(colours))
+    return dict(zip(ranked, colours, strict=False))
+
+
+def _facets(frame: pd.DataFrame):
+    targets, schedules = sorted(frame["target"].unique()), sorted(frame["schedule"].unique())
+    figure, axes = plt.subplots(len(targets), len(schedules), figsize=(4.2 * len(schedules), 3.4 * len(targets)),
+                                squeeze=False)
+    return figure, axes, targets, schedules
+
+
+def _legend(figure, colours: dict, grids, dtypes) -> None:
+    handles = [plt.Line2D([], [], color=c, lw=2, label=k) for k, c in colours.items()]
+    handles += [plt.Line2D([], [], color="grey", marker=MARKERS.get(g, "x"), ls="", label=f"grid {g}") for g in grids]
+    handles += [plt.Line2D([], [], color="grey", ls=DASHES.get(d, ":"), label=d) for d in dtypes]
+    figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+
+
+def error_vs_nfe(rows: pd.DataFrame, path: Path, metric: str | None = None, floor: str | None = None) -> Path | None:
+    """log-log error vs NFE; ``metric=None`` uses each row's exact metric. A ``floor`` column is drawn as a band."""
+    ok = rows[rows["status"] == "ok"].copy()
+    if ok.empty:
+        return None
+    ok["y"] = exact_error(ok)[0] if metric is None else (ok[metric] if metric in ok else np.nan)
+    ok = ok[ok["y"] > 0].dropna(subset=["y", "nfe"])
+    if ok.empty:
+        return None
+    ok["key"], ok["grid"] = colour_key(ok), ok["grid"].fillna("uniform")
+    colours = palette(ok["key"])
+    figure, axes, targets, schedules = _facets(ok)
+    for i, target in enumerate(targets):
+        for j, schedule in enumerate(schedules):
+            axis = axes[i][j]
+            panel = ok[(ok["target"] == target) & (ok["schedule"] == schedule)]
+            for (key, grid, dtype), line in panel.groupby(["key", "grid", "dtype"], sort=True):
+                line = line.groupby("nfe", as_index=False)["y"].min()
+                axis.plot(line["nfe"], line["y"], color=colours[key], marker=MARKERS.get(grid, "x"),
+                          ls=DASHES.get(dtype, ":"), ms=4, lw=1.2)
+            if floor and floor in panel and panel[floor].notna().any():
+                level = float(panel[floor].median())
+                axis.axhspan(level * 1e-3, level, color="grey", alpha=0.18, lw=0)
+                axis.axhline(level, color="grey", lw=0.8, ls=":")
+            axis.set(xscale="log", yscale="log", title=f"{target} / {schedule}", xlabel="NFE",
+                     ylabel=metric or "exact error (W2 of the exact law, or strong error)")
+    _legend(figure, colours, sorted(ok["grid"].unique()), sorted(ok["dtype"].unique()))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
+    """Local convergence orders against step count, with each tableau's order as a dotted line."""
+    if orders.empty:
+        return None
+    colours = palette(orders["method"])
+    figure, axes, targets, schedules = _facets(orders)
+    for i, target in enumerate(targets):
+        for j, schedule in enumerate(schedules):
+            axis = axes[i][j]
+            panel = orders[(orders["target"] == target) & (orders["schedule"] == schedule)]
+            for _, row in panel.sort_values(["method", "dtype"]).iterrows():
+                steps = [float(s) for s in row["steps"].split()]
+                local = [float(p) for p in row["local orders"].split()]
+                axis.plot(steps[1:], local, color=colours[row["method"]], ls=DASHES.get(row["dtype"], ":"), marker="o", ms=3)
+                axis.axhline(row["tableau order"], color=colours[row["method"]], ls=":", lw=0.8)
+            axis.set(xscale="log", title=f"{target} / {schedule}", xlabel="steps N", ylabel="local order", ylim=(-0.5, 6))
+    _legend(figure, colours, [], sorted(orders["dtype"].unique()))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def pareto_plot(rows: pd.DataFrame, path: Path) -> Path | None:
+    """Exact error against wall time per cell, the Pareto front drawn through the non-dominated cells."""
+    ok = rows[(rows["status"] == "ok") & (rows["field"] == "analytic")].copy()
+    if ok.empty or "wall_s" not in ok:
+        return None
+    ok["error"] = exact_error(ok)[0]
+    ok = ok[ok["error"] > 0].dropna(subset=["error", "wall_s"])
+    if ok.empty:
+        return None
+    ok["key"], ok["grid"] = colour_key(ok), ok["grid"].fillna("uniform")
+    colours = palette(ok["key"])
+    figure, axes, targets, schedules = _facets(ok)
+    for i, target in enumerate(targets):
+        for j, schedule in enumerate(schedules):
+            axis = axes[i][j]
+            panel = ok[(ok["target"] == target) & (ok["schedule"] == schedule) & (ok["dtype"] == "float64")]
+            for _, row in panel.iterrows():
+                axis.scatter(row["wall_s"], row["error"], color=colours[row["key"]], marker=MARKERS.get(row["grid"], "x"), s=14)
+            front = pareto_front(panel, "error")
+            if len(front):
+                axis.step(front["wall_s"], front["error"], where="post", color="black", lw=0.8)
+            axis.set(xscale="log", yscale="log", title=f"{target} / {schedule} (float64)", xlabel="wall time (s)",
+                     ylabel="exact error")
+    _legend(figure, colours, sorted(ok["grid"].unique()), [])
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def intermediate_histograms(path: Path, learned_field=None, times=(0.25, 0.5, 0.75, 1.0), n: int = 4000) -> Path:
+    """Seed 000's style: histograms of the first coordinate of samples along the path (analytic field, rk4 with 64
+    steps; the learned field when given), against the exact marginal density of p_t."""
+    from fmcore import AnalyticField, get_schedule, get_target
+    from fmcore.solvers import sample
+
+    target, schedule = get_target("seed000"), get_schedule("cond_ot")
+    x0 = torch.randn(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    paths = {"analytic field": sample(AnalyticField(target, schedule), x0, "rk4", steps=64, return_trajectory=True)}
+    if learned_field is not None:
+        with torch.no_grad():
+            paths["learned field"] = sample(learned_field, x0.float(), "rk4", steps=64, return_trajectory=True)
+    figure, axes = plt.subplots(1, len(times), figsize=(3.6 * len(times), 3.0), squeeze=False)
+    for axis, t in zip(axes[0], times, strict=True):
+        index = round(t * 64)
+        for (name, result), colour in zip(paths.items(), ("tab:blue", "tab:orange"), strict=False):
+            values = result.trajectory[index][:, 0].double().numpy()
+            axis.hist(values, bins=60, density=True, alpha=0.45, color=colour, label=name)
+        marginal = target.marginal(t, schedule)
+        grid = np.linspace(-4, 4, 400)
+        variances = marginal.covariances[:, 0, 0].numpy()
+        density = sum(w * np.exp(-(grid - m) ** 2 / (2 * v)) / math.sqrt(2 * math.pi * v)
+                      for w, m, v in zip(marginal.weights.numpy(), marginal.means[:, 0].numpy(), variances, strict=True))
+        axis.plot(grid, density, color="black", lw=1.2, label="exact p_t")
+        axis.set(title=f"t = {t}", xlabel="x[0]")
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle("seed000 on cond_ot: samples along the path vs the exact marginal", y=1.03)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path

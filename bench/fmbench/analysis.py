@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -34,10 +35,16 @@ def labels(frame: pd.DataFrame) -> pd.Series:
     label = label.where(grid == "uniform", label + "[" + grid + "]")
     diffusion = frame.get("diffusion", pd.Series(None, index=frame.index))
     parameters = frame.get("diffusion_params", pd.Series("{}", index=frame.index)).fillna("{}")
-    described = diffusion.astype(str) + parameters.where(parameters != "{}", "")
+    described = diffusion.astype(str) + parameters.map(_parameters_text)
     label = label.where(diffusion.isna(), label + "[" + described + "]")
     field = frame.get("field", pd.Series("analytic", index=frame.index)).fillna("analytic")
     return label.where(field == "analytic", label + " (" + field + ")")
+
+
+def _parameters_text(parameters) -> str:
+    """``'{"c": 0.5}'`` → ``"(c=0.5)"``; nothing for no parameters."""
+    values = json.loads(parameters) if isinstance(parameters, str) else (parameters or {})
+    return "(" + ", ".join(f"{key}={value}" for key, value in values.items()) + ")" if values else ""
 
 
 def exact_error(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:

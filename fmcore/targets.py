@@ -276,7 +276,7 @@ class GaussianMixture:
             whitened = torch.addmm(shift, x, whitening.matrix, beta=-1).view(n, self.num_components, self.dim)
         else:
             whitened = self._rotate_in(x, params) / whitening.std - whitening.shift
-        squared_norm = whitened.square().sum(-1)
+        squared_norm = (whitened * whitened).sum(-1)  # w*w: measured several times faster than .square() here
         log_joint = params.log_weights - 0.5 * squared_norm - whitening.log_det - 0.5 * self.dim * _LOG_2PI
         responsibilities, log_density = _normalise_log_weights(log_joint)
         if not bool(torch.isfinite(log_density).all()):

@@ -1,9 +1,14 @@
 """fmbench: the harness around :mod:`fmcore` — sweeps of cells, a store that saves each row as it finishes,
-executors (in-process, a process pool, Dask), reports, and the ``fmbench`` command.
+executors (in-process, a process pool, Dask), reports, regression comparisons, and the ``fmbench`` command.
 
-Importing it first sets OpenMP's passive wait policy before torch loads (see ``fmcore._threads``).
+Importing it before torch sets OpenMP's passive wait policy for the harness (``fmbench.threads`` explains why; the
+``fmbench`` command guarantees the order). Its cells run with one torch thread unless told otherwise.
 """
 
-import fmcore  # noqa: F401 — first: sets OMP_WAIT_POLICY before torch starts its OpenMP runtime
+from fmbench.threads import prefer_passive_wait  # imports no torch
+
+prefer_passive_wait()
+
+import fmcore  # noqa: E402, F401 — after the wait policy is set
 
 __version__ = "0.2.0"

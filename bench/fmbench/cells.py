@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import json
 import statistics
 import time
@@ -42,13 +43,14 @@ from pathlib import Path
 
 import torch
 
+from fmbench.calibration import calibration_seconds
 from fmbench.timing import synchronize
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.exact import exact_output_law, has_exact_law
 from fmcore.grids import get_grid
 from fmcore.metrics import gaussian_fit_w2, mode_tv, strong_error, w2_floor, w2_sliced
 from fmcore.models import train_model
-from fmcore.solvers import METHODS, get_diffusion, sample
+from fmcore.solvers import get_diffusion, get_method, sample
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 SLICED_PROJECTIONS = 128
@@ -93,10 +95,12 @@ class CellSpec:
 
 @dataclass(frozen=True)
 class CellContext:
-    """How a cell runs, not what it measures: torch's intra-op threads and the learned-model cache."""
+    """How a cell runs, not what it measures: torch's intra-op threads, the learned-model cache, and the user's
+    plugin modules (imported before the cell runs, so a worker process knows the methods they register)."""
 
     threads: int = 1
     cache_dir: str | None = None
+    plugins: tuple[str, ...] = ()
 
 
 def _flatten(spec: CellSpec) -> dict:
@@ -154,7 +158,7 @@ def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):
 def _sampler_options(spec: CellSpec, schedule) -> dict:
     """The keyword arguments of ``sample`` for this cell (steps or grid, tolerances, diffusion, generator)."""
     options: dict = {}
-    kind = METHODS[spec.method].kind if spec.method in METHODS else None
+    kind = get_method(spec.method).kind
     if kind in ("fixed", "sde", "seed"):
         if spec.grid == "uniform" or kind == "seed":
             options["steps"] = spec.steps
@@ -195,6 +199,8 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(context.threads)
     try:
+        for module in context.plugins:
+            importlib.import_module(module)
         dtype = DTYPES[spec.dtype] if spec.dtype in DTYPES else None
         if dtype is None:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {spec.dtype!r}")
@@ -204,8 +210,10 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
         noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
         result, wall_s = _run_sampler(spec, field, noise.to(dtype=dtype, device=spec.device), schedule)
         x = result.x.detach().to(dtype=torch.float64, device="cpu")
+        calibration = calibration_seconds(context.threads)
         row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, wall_s=wall_s,
-                   samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s)
+                   samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s,
+                   calibration_s=calibration, wall_s_normalised=wall_s / calibration)
         row.update(_score(spec, target, schedule, noise, x))
     except Exception as error:  # noqa: BLE001 — a failing cell is recorded, never raised
         row.update(status="failed", error=f"{type(error).__name__}: {error}",
@@ -220,7 +228,7 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
     scores = {"gaussian_fit_w2": gaussian_fit_w2(x, target)}
     # ODE methods: against the exact map of the same noise from t = 0. A grid that starts at a clipped
     # t0 > 0 (karras, logsnr on paths with α_0 = 0) is charged for that choice: its error is included.
-    if METHODS[spec.method].kind in ("fixed", "adaptive", "reference"):
+    if get_method(spec.method).kind in ("fixed", "adaptive", "reference"):
         if target.num_components == 1:
             reference = target.flow_map(noise, schedule)
         else:

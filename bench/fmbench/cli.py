@@ -5,16 +5,19 @@
     fmbench report RUN_DIR
     fmbench list
     fmbench export RUN_DIR --csv FILE
+    fmbench compare BASELINE_DIR RUN_DIR [--markdown FILE] [--timing] [--threshold X]
 
 ``run`` checks the whole sweep, runs the cells not yet saved ``ok`` in ``DIR`` (default
 ``results/runs/<preset>``; a rerun resumes, retrying failed cells), and writes ``DIR/report.md`` whatever
 failed. Exit status: 0 when every cell is ok (or skipped), 1 when cells failed, 2 when the sweep or the
-command line is wrong (nothing ran), 130 when interrupted.
+command line is wrong (nothing ran), 130 when interrupted. ``compare`` exits 1 on a regression
+(``fmbench.compare`` says how each metric is checked).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -44,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a run's rows, in sweep order, to a CSV file")
     export.add_argument("out", type=Path)
     export.add_argument("--csv", type=Path, required=True)
+    compare = commands.add_parser("compare", help="check a run against a baseline, cell by cell; exit 1 on a regression")
+    compare.add_argument("baseline", type=Path)
+    compare.add_argument("run", type=Path)
+    compare.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
+    compare.add_argument("--timing", action="store_true", help="also check machine-normalised timings")
+    compare.add_argument("--threshold", type=float, default=None, help="timing ratio counted as a regression")
     return parser
 
 
@@ -58,12 +67,17 @@ def _run(args) -> int:
 
     if args.workers < 1 or args.threads < 1:
         return _error("--workers and --threads must be ≥ 1")
-    cells = expand(load_sweep(args.sweep))
+    # A process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python keeps it
+    # so: restore the default, so that Ctrl-C or `kill -INT` always stops the sweep after saving what finished.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    config = load_sweep(args.sweep)
+    cells = expand(config)
     check_cells(cells)
     out = args.out or Path("results") / "runs" / Path(args.sweep).stem
     with open_executor(args.workers, args.dask) as (executor, description):
         outcome = run_sweep(cells, out, executor=executor, progress=not args.quiet, force=args.force,
-                            cache_dir=args.cache, threads=args.threads, executor_description=description)
+                            cache_dir=args.cache, threads=args.threads, executor_description=description,
+                            plugins=config.get("plugins", ()))
     report = write_report(out)
     rows = outcome.rows
     failed = int((rows["status"] == "failed").sum()) if len(rows) else 0
@@ -114,6 +128,20 @@ def _export(args) -> int:
     return EXIT_OK
 
 
+def _compare(args) -> int:
+    from fmbench.compare import TIMING_THRESHOLD, compare_runs, format_comparison
+
+    try:
+        comparison = compare_runs(args.baseline, args.run, timing=args.timing,
+                                  timing_threshold=args.threshold or TIMING_THRESHOLD)
+    except FileNotFoundError as error:
+        return _error(str(error))
+    print(format_comparison(comparison), end="")
+    if args.markdown is not None:
+        args.markdown.write_text(format_comparison(comparison, markdown=True))
+    return EXIT_CELLS_FAILED if comparison.failed else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -128,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         if args.command == "list":
             return _list()
+        if args.command == "compare":
+            return _compare(args)
         return _export(args)
     except SweepError as error:
         return _error(str(error))

@@ -53,6 +53,24 @@ def _facets(frame: pd.DataFrame):
     return figure, axes, targets, schedules
 
 
+def _styled_panels(frame: pd.DataFrame):
+    """Colour keys, grids and a figure of target × schedule panels: ``(colours, figure, panels)`` where ``panels``
+    yields ``(axis, target, schedule, rows of that panel)``."""
+    frame["key"], frame["grid"] = colour_key(frame), frame["grid"].fillna("uniform")
+    colours = palette(frame["key"])
+    figure, axes, targets, schedules = _facets(frame)
+    panels = ((axes[i][j], target, schedule, frame[(frame["target"] == target) & (frame["schedule"] == schedule)])
+              for i, target in enumerate(targets) for j, schedule in enumerate(schedules))
+    return colours, figure, panels
+
+
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
 def _legend(figure, colours: dict, grids, dtypes) -> None:
     handles = [plt.Line2D([], [], color=c, lw=2, label=k) for k, c in colours.items()]
     handles += [plt.Line2D([], [], color="grey", marker=MARKERS.get(g, "x"), ls="", label=f"grid {g}") for g in grids]
@@ -69,31 +87,22 @@ def error_vs_nfe(rows: pd.DataFrame, path: Path, metric: str | None = None, floo
     ok = ok[ok["y"] > 0].dropna(subset=["y", "nfe"])
     if ok.empty:
         return None
-    ok["key"], ok["grid"] = colour_key(ok), ok["grid"].fillna("uniform")
-    colours = palette(ok["key"])
-    figure, axes, targets, schedules = _facets(ok)
-    for i, target in enumerate(targets):
-        for j, schedule in enumerate(schedules):
-            axis = axes[i][j]
-            panel = ok[(ok["target"] == target) & (ok["schedule"] == schedule)]
-            for (key, grid, dtype), line in panel.groupby(["key", "grid", "dtype"], sort=True):
-                line = line.groupby("nfe", as_index=False)["y"].min()
-                axis.plot(line["nfe"], line["y"], color=colours[key], marker=MARKERS.get(grid, "x"),
-                          ls=DASHES.get(dtype, ":"), ms=4, lw=1.2)
-            if floor and floor in panel and panel[floor].notna().any():
-                level = float(panel[floor].median())
-                axis.axhspan(level * 1e-3, level, color="grey", alpha=0.18, lw=0)
-                axis.axhline(level, color="grey", lw=0.8, ls=":")
-            axis.set(xscale="log", yscale="log", title=f"{target} / {schedule}", xlabel="NFE",
-                     ylabel=metric or "exact error")
+    colours, figure, panels = _styled_panels(ok)
+    for axis, target, schedule, panel in panels:
+        for (key, grid, dtype), line in panel.groupby(["key", "grid", "dtype"], sort=True):
+            line = line.groupby("nfe", as_index=False)["y"].min()
+            axis.plot(line["nfe"], line["y"], color=colours[key], marker=MARKERS.get(grid, "x"),
+                      ls=DASHES.get(dtype, ":"), ms=4, lw=1.2)
+        if floor and floor in panel and panel[floor].notna().any():
+            level = float(panel[floor].median())
+            axis.axhspan(level * 1e-3, level, color="grey", alpha=0.18, lw=0)
+            axis.axhline(level, color="grey", lw=0.8, ls=":")
+        axis.set(xscale="log", yscale="log", title=f"{target} / {schedule}", xlabel="NFE", ylabel=metric or "exact error")
     _legend(figure, colours, sorted(ok["grid"].unique()), sorted(ok["dtype"].unique()))
     if metric is None:
         figure.suptitle("exact error vs NFE: W2 of the exact output law (Gaussian targets) or strong error against a "
                         "float64 reference (mixtures)", y=1.01, fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
@@ -116,10 +125,7 @@ def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
                 axis.axhline(row["tableau order"], color=colours[row["method"]], ls=":", lw=0.8)
             axis.set(xscale="log", title=f"{target} / {schedule}", xlabel="steps N", ylabel="local order", ylim=(-0.5, 6))
     _legend(figure, colours, [], sorted(orders["dtype"].unique()))
-    figure.tight_layout()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def pareto_plot(rows: pd.DataFrame, path: Path) -> Path | None:
@@ -131,25 +137,18 @@ def pareto_plot(rows: pd.DataFrame, path: Path) -> Path | None:
     ok = ok[ok["error"] > 0].dropna(subset=["error", "wall_s"])
     if ok.empty:
         return None
-    ok["key"], ok["grid"] = colour_key(ok), ok["grid"].fillna("uniform")
-    colours = palette(ok["key"])
-    figure, axes, targets, schedules = _facets(ok)
-    for i, target in enumerate(targets):
-        for j, schedule in enumerate(schedules):
-            axis = axes[i][j]
-            panel = ok[(ok["target"] == target) & (ok["schedule"] == schedule) & (ok["dtype"] == "float64")]
-            for _, row in panel.iterrows():
-                axis.scatter(row["wall_s"], row["error"], color=colours[row["key"]], marker=MARKERS.get(row["grid"], "x"), s=14)
-            front = pareto_front(panel, "error")
-            if len(front):
-                axis.step(front["wall_s"], front["error"], where="post", color="black", lw=0.8)
-            axis.set(xscale="log", yscale="log", title=f"{target} / {schedule} (float64)", xlabel="wall time (s)",
-                     ylabel="exact error")
+    colours, figure, panels = _styled_panels(ok)
+    for axis, target, schedule, panel in panels:
+        panel = panel[panel["dtype"] == "float64"]
+        for _, row in panel.iterrows():
+            axis.scatter(row["wall_s"], row["error"], color=colours[row["key"]], marker=MARKERS.get(row["grid"], "x"), s=14)
+        front = pareto_front(panel, "error")
+        if len(front):
+            axis.step(front["wall_s"], front["error"], where="post", color="black", lw=0.8)
+        axis.set(xscale="log", yscale="log", title=f"{target} / {schedule} (float64)", xlabel="wall time (s)",
+                 ylabel="exact error")
     _legend(figure, colours, sorted(ok["grid"].unique()), [])
-    figure.tight_layout()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def intermediate_histograms(path: Path, learned_field=None, times=(0.25, 0.5, 0.75, 1.0), n: int = 4000) -> Path:
@@ -179,7 +178,4 @@ def intermediate_histograms(path: Path, learned_field=None, times=(0.25, 0.5, 0.
         axis.set(title=f"t = {t}", xlabel="x[0]")
     axes[0][0].legend(fontsize=8)
     figure.suptitle("seed000 on cond_ot: samples along the path vs the exact marginal", y=1.03)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return path
+    return _save(figure, path)

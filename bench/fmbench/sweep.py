@@ -41,6 +41,7 @@ import torch
 from fmbench.cells import CellContext, CellSpec, run_cell, train_for
 from fmbench.store import RowStore, export_parquet, load_rows
 from fmbench.sweepfile import SweepError
+from fmbench.threads import check_threads
 
 __all__ = ["run_sweep", "SweepOutcome", "open_executor", "environment", "default_cache_dir"]
 
@@ -309,6 +310,7 @@ def run_sweep(
     cache_dir: str | Path | None = None,
     threads: int = 1,
     executor_description: str = "in-process",
+    plugins: tuple[str, ...] = (),
 ) -> SweepOutcome:
     """Run every cell of ``cells`` not already saved ``ok`` in ``out``; save each row as it finishes.
 
@@ -317,6 +319,7 @@ def run_sweep(
     (:func:`fmbench.sweepfile.check_cells`).
     """
     out = Path(out)
+    check_threads(threads)
     prepare_output(out, cells, force)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
@@ -325,7 +328,7 @@ def run_sweep(
         statuses = store.statuses()
         pending = [(position, cell) for position, cell in enumerate(cells) if statuses.get(cell.key()) != "ok"]
         retried = sum(1 for _, cell in pending if cell.key() in statuses)
-        record = {**environment(threads, executor_description), "cache_dir": str(cache_dir)}
+        record = {**environment(threads, executor_description), "cache_dir": str(cache_dir), "plugins": list(plugins)}
         (out / "environment.json").write_text(json.dumps(record, indent=2))
         say(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run"
             f"{f' ({retried} retried)' if retried else ''}; {executor_description}, {threads} torch thread(s) per cell -> {out}")
@@ -341,7 +344,7 @@ def run_sweep(
                               "error": training_failures[cell.key()]}, position)
         pending = [(p, c) for p, c in pending if c.key() not in training_failures]
         tracker = Progress(len(pending), progress)
-        context = CellContext(threads=threads, cache_dir=str(cache_dir))
+        context = CellContext(threads=threads, cache_dir=str(cache_dir), plugins=tuple(plugins))
         window = 2 * max(1, getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
         by_position = dict(pending)
         interrupted = False

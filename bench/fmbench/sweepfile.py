@@ -21,6 +21,11 @@ axes with each ``[[solver]]`` entry's axes (an entry's value replaces the ``[swe
     diffusion = ["constant"]
     diffusion_params = { constant = { c = 0.5 } }
 
+A top-level ``plugins = ["mypackage.samplers"]`` names modules to import before the sweep is checked (and in every
+worker before a cell runs): a module that registers a method (``fmcore.solvers.register_method``), a tableau
+(``register_tableau``), a target or a schedule makes it available by name to the sweep. A plugin must be importable:
+installed, on ``PYTHONPATH``, or beside the sweep file (whose folder is put on the path).
+
 Parameter maps (``target_params``, ``schedule_params``, ``diffusion_params``) map a name to its parameters.
 They work the same in ``[sweep]`` and in a ``[[solver]]`` entry; an entry's map is merged over the sweep's
 (name by name). A name in a map that is not registered is an error (a typo would otherwise be ignored).
@@ -32,7 +37,9 @@ silently, and nothing runs until the file is right.
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import sys
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
@@ -53,7 +60,7 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 SPEC_FIELDS = {f.name for f in fields(CellSpec)}
 PARAMETER_MAPS = {"target_params": ("target", TARGETS), "schedule_params": ("schedule", SCHEDULES),
                   "diffusion_params": ("diffusion", DIFFUSIONS)}
-TABLES = {"sweep", "solver"}
+TABLES = {"sweep", "solver", "plugins"}
 
 
 class SweepError(ValueError):
@@ -81,10 +88,26 @@ def load_sweep(source: str | Path) -> dict:
         raise SweepError(f"{path} is not valid TOML: {error}") from None
     unknown = sorted(set(config) - TABLES)
     if unknown:
-        raise SweepError(f"{path}: unknown table(s) {unknown}; a sweep file has [sweep] and [[solver]] only")
+        raise SweepError(f"{path}: unknown table(s) {unknown}; a sweep file has [sweep], [[solver]] and plugins only")
     if not isinstance(config.get("solver", []), list):
         raise SweepError(f"{path}: solver entries are written [[solver]] (an array of tables), not [solver]")
+    names = config.get("plugins", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise SweepError(f"{path}: plugins must be a list of module names, e.g. plugins = [\"mypackage.samplers\"]")
+    config["plugins"] = import_plugins(names, path.parent)
     return config
+
+
+def import_plugins(names: list[str], folder: Path | None = None) -> tuple[str, ...]:
+    """Import the user's plugin modules (``folder``, the sweep file's, goes on ``sys.path`` first)."""
+    if names and folder is not None and str(folder.resolve()) not in sys.path:
+        sys.path.insert(0, str(folder.resolve()))
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # noqa: BLE001 — any failure to import is the user's plugin's, said plainly
+            raise SweepError(f"plugin {name!r} could not be imported: {type(error).__name__}: {error}") from None
+    return tuple(names)
 
 
 def _as_list(value) -> list:
@@ -149,11 +172,11 @@ def _problems(cell: CellSpec) -> list[str]:
         name = getattr(cell, axis)
         if not isinstance(name, str) or name not in registry:
             problems.append(f"unknown {axis} {name!r}; valid names: {sorted(registry)}")
-    if not isinstance(cell.method, str) or cell.method not in METHODS:
+    try:
+        kind = get_method(cell.method).kind  # also makes a tableau registered by a plugin a method
+    except (KeyError, TypeError):
         problems.append(f"unknown method {cell.method!r}; valid names: {sorted(METHODS)}")
         kind = None
-    else:
-        kind = get_method(cell.method).kind
     if cell.field != "analytic" and cell.learned_objective() not in OBJECTIVES:
         problems.append(f"field must be 'analytic' or 'learned:<objective>' with objective in {list(OBJECTIVES)}, "
                         f"got {cell.field!r}")

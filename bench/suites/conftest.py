@@ -1,12 +1,10 @@
 """pytest-benchmark suites. Run with ``tox -e bench`` (or ``pytest bench/suites``).
 
-``fmcore`` is imported before torch, as the ``fmbench`` command does, so OpenMP's passive wait policy is in force
-(README, "Threads")."""
+They measure the library as a user imports it: torch's default threads and wait policy (``fmbench.threads``
+explains the trade-off)."""
 
-import fmcore  # noqa: F401
+import torch
 
 
 def pytest_configure(config):
-    import torch
-
     torch.manual_seed(0)

@@ -303,3 +303,40 @@ def test_every_preset_passes_its_own_check():
 def test_the_console_script_is_installed():
     result = subprocess.run(["fmbench", "list"], capture_output=True, text=True, env={**os.environ})
     assert result.returncode == 0 and "methods" in result.stdout
+
+
+KILLER = '''
+"""A method whose worker process dies the first time it runs (a marker file says when)."""
+import os
+from pathlib import Path
+
+from fmcore.solvers import Method, get_method, register_method
+
+MARKER = Path(__file__).with_name("kill-once")
+
+
+def integrate(request):
+    if MARKER.exists():
+        MARKER.unlink()
+        os._exit(1)  # the worker dies mid-cell, as if killed for memory
+    return get_method("euler").integrate(request)
+
+
+register_method(Method("dies_once", "fixed", integrate, stages=1))
+'''
+
+
+def test_a_worker_that_dies_becomes_failed_rows_and_a_rerun_completes(tmp_path):
+    (tmp_path / "killer.py").write_text(KILLER)
+    (tmp_path / "kill-once").write_text("")
+    text = 'plugins = ["killer"]\n' + QUICK_SWEEP.replace('method = ["euler", "rk4"]', 'method = ["dies_once", "rk4"]')
+    sweep = _write(tmp_path, text)
+    command = _command(sweep, tmp_path / "run", "--workers", "2")
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 1, first.stderr  # cells failed; the sweep itself did not crash
+    rows = load_rows(tmp_path / "run")
+    assert len(rows) == 10 and rows["cell"].is_unique
+    assert rows["error"].fillna("").str.contains("the worker running this cell failed").any()
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert (load_rows(tmp_path / "run")["status"] == "ok").all()

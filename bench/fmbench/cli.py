@@ -74,10 +74,10 @@ def _run(args) -> int:
     cells = expand(config)
     check_cells(cells)
     out = args.out or Path("results") / "runs" / Path(args.sweep).stem
-    with open_executor(args.workers, args.dask) as (executor, description):
+    with open_executor(args.workers, args.dask) as (executor, description, parallelism):
         outcome = run_sweep(cells, out, executor=executor, progress=not args.quiet, force=args.force,
                             cache_dir=args.cache, threads=args.threads, executor_description=description,
-                            plugins=config.get("plugins", ()))
+                            plugins=config.get("plugins", ()), parallelism=parallelism)
     report = write_report(out)
     rows = outcome.rows
     failed = int((rows["status"] == "failed").sum()) if len(rows) else 0

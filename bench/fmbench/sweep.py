@@ -115,8 +115,9 @@ def _worker_init(parent: int) -> None:
 
 
 @contextmanager
-def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[Executor | None, str]]:
-    """``(executor, description)``: None for in-process (``workers`` ≤ 1, no ``dask``), a process pool, or Dask.
+def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[Executor | None, str, int]]:
+    """``(executor, description, parallelism)``: None for in-process (``workers`` ≤ 1, no ``dask``), a process pool,
+    or Dask; ``parallelism`` is how many cells can run at once (a Dask cluster's total worker threads).
 
     ``dask`` is ``"local"`` / ``"local:N"`` (start a ``LocalCluster`` of N single-threaded worker processes) or
     the address of a running scheduler (``"tcp://host:8786"``).
@@ -133,21 +134,21 @@ def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[E
         else:
             cluster, client, description = None, Client(dask), f"dask scheduler {dask}"
         try:
-            yield client.get_executor(), description
+            yield client.get_executor(), description, max(1, sum(client.nthreads().values()))
         finally:
             client.close()
             if cluster is not None:
                 cluster.close()
         return
     if workers <= 1:
-        yield None, "in-process"
+        yield None, "in-process", 1
         return
     import multiprocessing
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(os.getpid(),))
     try:
-        yield pool, f"process pool of {workers}"
+        yield pool, f"process pool of {workers}", workers
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -167,26 +168,48 @@ def _stop(executor: Executor | None) -> None:
 
 def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, context: CellContext,
              window: int) -> Iterator[tuple[int, dict]]:
-    """``(position, row)`` as cells finish: one at a time in process, else ≤ ``window`` futures in flight."""
+    """``(position, row)`` as cells finish: one at a time in process, else ≤ ``window`` futures in flight.
+
+    A cell never raises, but its worker can die (killed for memory, a broken pool, a lost Dask worker): that cell
+    becomes a failed row saying so, retried by the next run, and the sweep goes on."""
     if executor is None:
         for position, cell in pending:
             yield position, run_cell(cell, context)
         return
     queue = iter(pending)
-    in_flight: dict[Future, int] = {}
+    in_flight: dict[Future, tuple[int, CellSpec]] = {}
 
     def refill() -> None:
         for position, cell in queue:
-            in_flight[executor.submit(run_cell, cell, context)] = position
+            try:
+                in_flight[executor.submit(run_cell, cell, context)] = (position, cell)
+            except RuntimeError as error:  # a broken pool refuses new work: record the cell, try the next
+                failed_rows.append((position, _worker_failure(cell, error)))
             if len(in_flight) >= window:
                 return
 
+    failed_rows: list[tuple[int, dict]] = []
     refill()
-    while in_flight:
+    while in_flight or failed_rows:
+        while failed_rows:
+            yield failed_rows.pop()
+        if not in_flight:
+            refill()
+            continue
         done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
         for future in done:
-            yield in_flight.pop(future), future.result()
+            position, cell = in_flight.pop(future)
+            try:
+                row = future.result()
+            except Exception as error:  # noqa: BLE001 — the worker's failure, not the cell's: record it
+                row = _worker_failure(cell, error)
+            yield position, row
         refill()
+
+
+def _worker_failure(cell: CellSpec, error: BaseException) -> dict:
+    return {"cell": cell.key(), **cell.as_dict(), "status": "failed",
+            "error": f"the worker running this cell failed: {type(error).__name__}: {error}"}
 
 
 # ---------------------------------------------------------------------- the output directory
@@ -311,11 +334,13 @@ def run_sweep(
     threads: int = 1,
     executor_description: str = "in-process",
     plugins: tuple[str, ...] = (),
+    parallelism: int | None = None,
 ) -> SweepOutcome:
     """Run every cell of ``cells`` not already saved ``ok`` in ``out``; save each row as it finishes.
 
     ``executor`` is any ``concurrent.futures.Executor`` (see :func:`open_executor`); None runs cells here, one at
-    a time. ``threads`` is torch's intra-op threads per cell. Validate ``cells`` first
+    a time; ``parallelism`` (how many cells it runs at once; default: its ``_max_workers``, else the CPU count)
+    sets how many are kept in flight (twice that). ``threads`` is torch's intra-op threads per cell. Validate ``cells`` first
     (:func:`fmbench.sweepfile.check_cells`).
     """
     out = Path(out)
@@ -345,7 +370,7 @@ def run_sweep(
         pending = [(p, c) for p, c in pending if c.key() not in training_failures]
         tracker = Progress(len(pending), progress)
         context = CellContext(threads=threads, cache_dir=str(cache_dir), plugins=tuple(plugins))
-        window = 2 * max(1, getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
+        window = 2 * max(1, parallelism or getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
         by_position = dict(pending)
         interrupted = False
         try:

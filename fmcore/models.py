@@ -316,6 +316,7 @@ def train_model(
     learning_rate: float = 2e-3,
     t_eps: float = 1e-3,
     progress: bool = True,
+    cached_only: bool = False,
     **architecture,
 ) -> LearnedField:
     """Train (or load from the cache) a model of ``target`` along ``schedule`` and return it as a field.
@@ -323,7 +324,8 @@ def train_model(
     Fresh target samples every step, Adam with a cosine learning-rate schedule, CPU float32, seeded: with a
     ``steps`` budget two runs give identical weights. A ``budget_s`` (seconds) stops on time instead (then the
     number of steps done depends on the machine; it is recorded in ``field.config``). ``cache_dir=None``
-    uses :func:`default_cache_dir`; ``cache_dir=False`` disables caching.
+    uses :func:`default_cache_dir`; ``cache_dir=False`` disables caching. ``cached_only=True`` loads a cached model
+    or raises ``FileNotFoundError``, never trains.
     """
     _check_objective(objective)
     check_instance("target", target, GaussianMixture, "e.g. fmcore.get_target('seed000')")
@@ -339,6 +341,7 @@ def train_model(
     learning_rate = check_number("learning_rate", learning_rate, 0.0, low_open=True)
     t_eps = check_number("t_eps", t_eps, 0.0, 0.5, low_open=True, high_open=True)
     check_bool("progress", progress)
+    check_bool("cached_only", cached_only)
     if cache_dir is not None and cache_dir is not False and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path, None (the default cache) or False (no cache), got {type(cache_dir).__name__}")
     unknown = set(architecture) - set(DEFAULT_ARCHITECTURE)
@@ -357,6 +360,8 @@ def train_model(
         if cached is not None:
             model, record = cached
             return LearnedField(model, schedule, objective, t_eps, {**config, **record.get("training", {})})
+    if cached_only:
+        raise FileNotFoundError(f"no cached model for this configuration in {directory} (cached_only=True)")
     model, training = _train(
         target, schedule, objective, seed, steps, budget_s, batch_size, learning_rate, architecture, progress
     )

@@ -178,3 +178,13 @@ def test_model_output_shape_must_match():
         field(0.5, torch.zeros(4, 3))
     with pytest.raises(ValueError, match="dtype torch.float64"):
         field(0.5, torch.zeros(4, 3, dtype=torch.float64))
+
+
+def test_cached_only_loads_or_refuses_never_trains(tmp_path):
+    target, schedule = get_target("seed000"), get_schedule("cond_ot")
+    with pytest.raises(FileNotFoundError, match="no cached model"):
+        train_model(target, schedule, steps=3, cache_dir=tmp_path, cached_only=True, progress=False)
+    trained = train_model(target, schedule, steps=3, cache_dir=tmp_path, progress=False)
+    loaded = train_model(target, schedule, steps=3, cache_dir=tmp_path, cached_only=True, progress=False)
+    for a, b in zip(trained.model.parameters(), loaded.model.parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -136,12 +136,13 @@ def _noise(seed: int, n: int, dim: int, prior_std: float) -> torch.Tensor:
     return prior_std * torch.randn(n, dim, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
 
 
-def train_for(spec: CellSpec, cache_dir: str | Path | None, progress: bool = False):
-    """The learned field a cell needs: trained (and cached) if missing, loaded from ``cache_dir`` otherwise."""
+def train_for(spec: CellSpec, cache_dir: str | Path | None, progress: bool = False, cached_only: bool = False):
+    """The learned field a cell needs: trained (and cached) if missing, loaded from ``cache_dir`` otherwise
+    (``cached_only``: load or raise ``FileNotFoundError``, never train)."""
     target = get_target(spec.target, **spec.target_params)
     schedule = get_schedule(spec.schedule, **spec.schedule_params)
     return train_model(target, schedule, spec.learned_objective(), seed=spec.seed, steps=spec.train_steps,
-                       cache_dir=cache_dir, progress=progress)
+                       cache_dir=cache_dir, progress=progress, cached_only=cached_only)
 
 
 def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):

@@ -66,7 +66,8 @@ def _exact_vs_sampled(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 def _learned_field(rows: pd.DataFrame, out: Path):
-    """The run's learned seed000/cond_ot model from its cache, for the histograms (None if the run had none)."""
+    """The run's learned seed000/cond_ot model from its cache, for the histograms (None if the run had none, or its
+    cache is gone: a report never trains)."""
     learned = rows[(rows["status"] == "ok") & (rows["field"] == "learned:cfm") & (rows["target"] == "seed000")
                    & (rows["schedule"] == "cond_ot")] if "field" in rows else pd.DataFrame()
     if learned.empty:
@@ -80,7 +81,7 @@ def _learned_field(rows: pd.DataFrame, out: Path):
     cache = Path(json.loads((out / "environment.json").read_text()).get("cache_dir") or default_cache_dir(out)) \
         if (out / "environment.json").exists() else default_cache_dir(out)
     try:
-        return train_for(spec, cache)
+        return train_for(spec, cache, cached_only=True)
     except Exception:  # noqa: BLE001 — the figure then shows the analytic field alone
         return None
 

@@ -37,8 +37,10 @@ silently, and nothing runs until the file is right.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
+import json
 import sys
 from collections import Counter
 from dataclasses import fields
@@ -218,20 +220,27 @@ def _problems(cell: CellSpec) -> list[str]:
 
 
 def _build_problems(cell: CellSpec) -> list[str]:
-    """Parameters are checked by building what they parameterise (cheap: no sampling)."""
+    """Parameters are checked by building what they parameterise (no sampling), once per distinct name and params."""
     problems = []
-    for label, registry, name, params in (
-        ("target", TARGETS, cell.target, cell.target_params),
-        ("schedule", SCHEDULES, cell.schedule, cell.schedule_params),
-        ("diffusion", DIFFUSIONS, cell.diffusion, cell.diffusion_params),
-    ):
-        if name is None:
-            continue
-        try:
-            registry.build(name, **params)
-        except (TypeError, ValueError) as error:
-            problems.append(f"{label} {name!r} with {params}: {error}")
+    for label, name, params in (("target", cell.target, cell.target_params),
+                                ("schedule", cell.schedule, cell.schedule_params),
+                                ("diffusion", cell.diffusion, cell.diffusion_params)):
+        if name is not None:
+            problem = _build_problem(label, name, json.dumps(params, sort_keys=True))
+            if problem:
+                problems.append(problem)
     return problems
+
+
+@functools.lru_cache(maxsize=256)
+def _build_problem(label: str, name: str, params_json: str) -> str | None:
+    registry = {"target": TARGETS, "schedule": SCHEDULES, "diffusion": DIFFUSIONS}[label]
+    params = json.loads(params_json)
+    try:
+        registry.build(name, **params)
+    except (TypeError, ValueError) as error:
+        return f"{label} {name!r} with {params}: {error}"
+    return None
 
 
 def check_cells(cells: list[CellSpec]) -> None:

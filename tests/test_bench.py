@@ -99,3 +99,18 @@ def test_best_at_budget_and_learned_crossover():
     assert crossover["model error floor"] == pytest.approx(5e-3) and crossover["model error dominates from NFE"] == 16
     frame = pd.DataFrame({"wall_s": [1.0, 2.0, 3.0, 4.0], "error": [0.5, 0.6, 0.1, math.nan]})
     assert list(pareto_front(frame, "error")["wall_s"]) == [1.0, 3.0]
+
+
+def test_rows_of_every_status_share_column_types(tmp_path):
+    """A failed row made outside run_cell (a dead worker, a failed training) stores its spec like run_cell does,
+    so a run mixing them exports to Parquet (it raised ArrowTypeError on dict-valued parameter maps before)."""
+    from fmbench.cells import failed_row
+    from fmbench.store import RowStore, export_parquet
+
+    ok = CellSpec(target="gaussian", target_params={"d": 3}, schedule="cond_ot", method="euler", steps=2, n=16)
+    failed = CellSpec(target="gaussian", target_params={"d": 2}, schedule="cond_ot", method="euler", steps=2, n=16)
+    with RowStore(tmp_path) as store:
+        store.append(run_cell(ok), 0)
+        store.append(failed_row(failed, "the worker running this cell failed: BrokenProcessPool"), 1)
+    rows = pd.read_parquet(export_parquet(tmp_path))
+    assert list(rows["target_params"]) == ['{"d": 3}', '{"d": 2}'] and list(rows["status"]) == ["ok", "failed"]

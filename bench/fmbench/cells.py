@@ -103,11 +103,18 @@ class CellContext:
     plugins: tuple[str, ...] = ()
 
 
-def _flatten(spec: CellSpec) -> dict:
-    row = {}
+def spec_row(spec: CellSpec) -> dict:
+    """The columns every row of ``spec`` starts with: its identity and its spec, parameter maps as JSON text (so
+    each column holds one type, whatever the row's status)."""
+    row = {"cell": spec.key()}
     for name, value in asdict(spec).items():
         row[name] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
     return row
+
+
+def failed_row(spec: CellSpec, error: str) -> dict:
+    """The row of a cell that failed outside :func:`run_cell` (its model's training, or its worker)."""
+    return {**spec_row(spec), "status": "failed", "error": error}
 
 
 @functools.lru_cache(maxsize=32)
@@ -193,7 +200,7 @@ def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, schedule):
 def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
     """Run one cell; always returns a row (``status`` "ok", "failed" or "skipped")."""
     context = context or CellContext()
-    row = {"cell": spec.key(), **_flatten(spec), "threads": context.threads}
+    row = {**spec_row(spec), "threads": context.threads}
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         return {**row, "status": "skipped", "error": "no CUDA device on this machine", "cell_s": 0.0}
     started = time.perf_counter()

@@ -38,7 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fmbench.cells import CellContext, CellSpec, run_cell, train_for
+from fmbench.cells import CellContext, CellSpec, failed_row, run_cell, train_for
 from fmbench.store import RowStore, export_parquet, load_rows
 from fmbench.sweepfile import SweepError
 from fmbench.threads import check_threads
@@ -208,8 +208,7 @@ def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, con
 
 
 def _worker_failure(cell: CellSpec, error: BaseException) -> dict:
-    return {"cell": cell.key(), **cell.as_dict(), "status": "failed",
-            "error": f"the worker running this cell failed: {type(error).__name__}: {error}"}
+    return failed_row(cell, f"the worker running this cell failed: {type(error).__name__}: {error}")
 
 
 # ---------------------------------------------------------------------- the output directory
@@ -365,8 +364,7 @@ def run_sweep(
             torch.set_num_threads(previous_threads)
         for position, cell in pending:
             if cell.key() in training_failures:
-                store.append({"cell": cell.key(), **cell.as_dict(), "status": "failed",
-                              "error": training_failures[cell.key()]}, position)
+                store.append(failed_row(cell, training_failures[cell.key()]), position)
         pending = [(p, c) for p, c in pending if c.key() not in training_failures]
         tracker = Progress(len(pending), progress)
         context = CellContext(threads=threads, cache_dir=str(cache_dir), plugins=tuple(plugins))

@@ -181,8 +181,7 @@ def _sampler_options(spec: CellSpec, schedule) -> dict:
     return options
 
 
-def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, schedule):
-    options = _sampler_options(spec, schedule)
+def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, options: dict):
     def timed_run():
         synchronize(spec.device)
         start = time.perf_counter()
@@ -216,13 +215,14 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
         schedule = get_schedule(spec.schedule, **spec.schedule_params)
         field = _build_field(spec, target, schedule, dtype, context)
         noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
-        result, wall_s = _run_sampler(spec, field, noise.to(dtype=dtype, device=spec.device), schedule)
+        options = _sampler_options(spec, schedule)
+        result, wall_s = _run_sampler(spec, field, noise.to(dtype=dtype, device=spec.device), options)
         x = result.x.detach().to(dtype=torch.float64, device="cpu")
         calibration = calibration_seconds(context.threads)
         row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, wall_s=wall_s,
                    samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s,
                    calibration_s=calibration, wall_s_normalised=wall_s / calibration)
-        row.update(_score(spec, target, schedule, noise, x))
+        row.update(_score(spec, target, schedule, noise, x, options))
     except Exception as error:  # noqa: BLE001 — a failing cell is recorded, never raised
         row.update(status="failed", error=f"{type(error).__name__}: {error}",
                    traceback=traceback.format_exc(limit=3))
@@ -232,7 +232,7 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
     return row
 
 
-def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tensor) -> dict:
+def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tensor, options: dict) -> dict:
     scores = {"gaussian_fit_w2": gaussian_fit_w2(x, target)}
     # ODE methods: against the exact map of the same noise from t = 0. A grid that starts at a clipped
     # t0 > 0 (karras, logsnr on paths with α_0 = 0) is charged for that choice: its error is included.
@@ -250,16 +250,17 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
         scores["w2_sliced"] = w2_sliced(x, reference_sample, SLICED_PROJECTIONS, generator=spec.seed)
         scores["mode_tv"] = mode_tv(x, target)
     scores.update(_floors(spec.target, json.dumps(spec.target_params, sort_keys=True), spec.n))
-    scores.update(_exact_scores(spec, target, schedule))
+    scores.update(_exact_scores(spec, target, schedule, options))
     return scores
 
 
-def _exact_scores(spec: CellSpec, target, schedule) -> dict:
-    """The exact-law figures of a linear sampler on a Gaussian target (none for mixtures or learned fields)."""
+def _exact_scores(spec: CellSpec, target, schedule, options: dict) -> dict:
+    """The exact-law figures of a linear sampler on a Gaussian target (none for mixtures or learned fields), from
+    the same sampler options (steps or grid, diffusion) the cell ran with."""
     if target.num_components != 1 or spec.field != "analytic" or not has_exact_law(spec.method):
         return {}
-    options = {key: value for key, value in _sampler_options(spec, schedule).items() if key != "generator"}
-    law = exact_output_law(target, schedule, spec.method, **options)
+    law_options = {key: value for key, value in options.items() if key != "generator"}
+    law = exact_output_law(target, schedule, spec.method, **law_options)
     scores = {"w2_exact_law": law.w2_to_target()}
     ode = not bool((law.noise_variance > 0).any())
     if ode:

@@ -35,9 +35,9 @@ class CountingField:
         self.interval = interval
         self.max_nfe = max_nfe
 
-    def _count(self, t, calls: int = 1) -> None:
-        """Count ``calls`` evaluations; past ``max_nfe`` the solve stops with :class:`SolverBudgetError`."""
-        self.nfe += calls
+    def _count(self, t) -> None:
+        """Count one evaluation; past ``max_nfe`` the solve stops with :class:`SolverBudgetError`."""
+        self.nfe += 1
         if self.max_nfe is not None and self.nfe > self.max_nfe:
             raise SolverBudgetError(self.max_nfe, t if not isinstance(t, Tensor) or t.numel() == 1 else t.max())
 

@@ -228,6 +228,7 @@ def sample(
     check_bool("return_trajectory", return_trajectory)
     max_nfe = _resolve_max_nfe(spec, max_nfe)
     rtol, atol = _resolve_tolerances(spec, rtol, atol)
+    generator = as_generator(generator)
     start = 0.0
     if spec.kind == "sde":
         if diffusion is None:
@@ -239,7 +240,6 @@ def sample(
             )
         if getattr(field, "schedule", None) is None:
             raise ValueError("SDE sampling needs a field with a .schedule (to evaluate the diffusion g_t)")
-        generator = as_generator(generator)
         if generator is None:
             raise ValueError("SDE sampling needs a generator (torch.Generator or integer seed) for its Brownian increments")
         start = diffusion.start_time(field.schedule)
@@ -248,7 +248,6 @@ def sample(
     if spec.kind == "seed":
         if grid is not None:
             raise ValueError(f"{method!r} runs on its own grid (as written in the seed): give steps, not a grid")
-        generator = as_generator(generator)
         if generator is None:
             raise ValueError(f"{method!r} needs a generator (torch.Generator or integer seed) for its noise")
     grid_used = _resolve_grid(spec, steps, grid, start)
@@ -257,7 +256,7 @@ def sample(
             f"{diffusion!r} is singular at t < {start} on this schedule; start the grid at t ≥ {start}"
         )
     counting = CountingField(field, interval=(float(grid_used.min()), float(grid_used.max())), max_nfe=max_nfe)
-    request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, as_generator(generator), return_trajectory)
+    request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, generator, return_trajectory)
     x, trajectory, info = spec.integrate(request)
     if "model_times" in info:  # a method that evaluates the field on a grid of its own records that grid
         grid_used = info.pop("model_times")

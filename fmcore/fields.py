@@ -36,6 +36,11 @@ class AnalyticField:
         """Marginal velocity :math:`u_t(x)`."""
         return self.target.velocity(t, x, self.schedule)
 
+    def velocity_unchecked(self, t: Tensor, x: Tensor) -> Tensor:
+        """The velocity with no validation and no host synchronisation (``t`` a 0-d tensor like ``x``): see
+        :meth:`fmcore.targets.GaussianMixture.velocity_unchecked` for what the caller must guarantee."""
+        return self.target.velocity_unchecked(t, x, self.schedule)
+
     def score(self, t: TimeLike, x: Tensor) -> Tensor:
         """:math:`\\nabla_x\\log p_t(x)`."""
         return self.target.score(t, x, self.schedule)

@@ -102,10 +102,25 @@ class SinusoidalMLP(nn.Module):
 
 class LearnedField:
     """A trained network seen as a field: ``field(t, x)`` is the velocity; ``.score``, ``.velocity_and_score``,
-    ``.dim``, ``.schedule``, ``.dtype``; ``.objective`` says what the network predicts."""
+    ``.dim``, ``.schedule``, ``.dtype``; ``.objective`` says what the network predicts.
 
-    def __init__(self, model: nn.Module, schedule: Schedule, objective: str, t_eps: float = 1e-3, config: dict | None = None):
+    ``compute_dtype`` (``torch.bfloat16`` or ``torch.float16``) runs the network under ``torch.autocast`` in that
+    precision while the state, the conversions and the solver stay in ``.dtype`` (mixed precision: see
+    :meth:`in_precision`)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        schedule: Schedule,
+        objective: str,
+        t_eps: float = 1e-3,
+        config: dict | None = None,
+        compute_dtype: torch.dtype | None = None,
+    ):
         _check_objective(objective)
+        if compute_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"compute_dtype must be None, torch.bfloat16 or torch.float16, got {compute_dtype!r}")
+        self.compute_dtype = compute_dtype
         check_instance("model", model, nn.Module, "a network called as model(t, x)")
         check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
         t_eps = check_number("t_eps", t_eps, 0.0, 0.5, low_open=True, high_open=True)
@@ -138,10 +153,29 @@ class LearnedField:
         if x.dtype != self.dtype:
             raise ValueError(f"x has dtype {x.dtype} but the model computes in {self.dtype}")
         t_tensor = as_time(t, like=x, n=x.shape[0]).clamp(*interval)
-        output = self.model(t_tensor, x)
+        output = self._forward(t_tensor, x)
         if output.shape != x.shape:
             raise ValueError(f"the model returned shape {tuple(output.shape)}; the field needs {tuple(x.shape)}")
         return t_tensor, output
+
+    def _forward(self, t: Tensor, x: Tensor) -> Tensor:
+        if self.compute_dtype is None:
+            return self.model(t, x)
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            output = self.model(t, x)
+        return output.to(x.dtype)
+
+    def in_precision(self, compute_dtype: torch.dtype | None) -> LearnedField:
+        """The same network evaluated with ``compute_dtype`` autocast (None: in its own dtype)."""
+        return LearnedField(self.model, self.schedule, self.objective, self.t_eps, self.config, compute_dtype)
+
+    def velocity_unchecked(self, t: Tensor, x: Tensor) -> Tensor:
+        """The velocity with no validation and no host synchronisation: ``t`` a 0-d tensor of ``x``'s dtype and
+        device in [0, 1], ``x`` a finite ``(n, d)`` tensor of the model's dtype. For CUDA graphs and
+        ``torch.compile``; nothing checks the input (see :meth:`fmcore.targets.GaussianMixture.velocity_unchecked`)."""
+        t_points = t.clamp(*self.clip["velocity"]).expand(x.shape[0])
+        to_velocity, _ = _CONVERSIONS[self.objective]
+        return to_velocity(self.schedule.values(t_points), x, self._forward(t_points, x))
 
     def __call__(self, t, x: Tensor) -> Tensor:
         t_tensor, output = self._network(t, x, self.clip["velocity"])

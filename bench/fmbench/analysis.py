@@ -7,7 +7,10 @@
 * :func:`asymptotic_orders` — convergence orders fitted only where the local orders have settled;
 * :func:`learned_crossover` — a learned model's error floor, and the NFE where it takes over from discretisation;
 * :func:`pareto_front`, :func:`time_ratios` — cost: error against time, and time relative to a reference method
-  measured in the same run.
+  measured in the same run;
+* :func:`throughput_table`, :func:`execution_speedups`, :func:`roofline_fractions` — performance tracking: samples/s,
+  NFE/s and peak memory against batch size, eager vs CUDA graph vs compile, and the closed-form field's FLOP rate
+  as a fraction of the device's measured GEMM peak.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ def labels(frame: pd.DataFrame) -> pd.Series:
     described = diffusion.astype(str) + parameters.map(_parameters_text)
     label = label.where(diffusion.isna(), label + "[" + described + "]")
     field = frame.get("field", pd.Series("analytic", index=frame.index)).fillna("analytic")
-    return label.where(field == "analytic", label + " (" + field + ")")
+    label = label.where(field == "analytic", label + " (" + field + ")")
+    execution = frame.get("execution_used", pd.Series("eager", index=frame.index)).fillna("eager")
+    return label.where(execution == "eager", label + " {" + execution + "}")
 
 
 def _parameters_text(parameters) -> str:
@@ -193,3 +198,68 @@ def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
     return ok.groupby(["device", "dtype", "label"], as_index=False).agg(
         **{"time per NFE / euler": ("time per NFE / euler", "median"), "cells": ("cell", "count"),
            "median µs per NFE": ("s_per_nfe", lambda s: 1e6 * s.median())})
+
+
+def performance_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The ok rows with a time, labelled, with their exact error (the accuracy beside the speed)."""
+    if "wall_s" not in rows:
+        return pd.DataFrame()
+    ok = rows[(rows["status"] == "ok") & rows["wall_s"].notna()].copy()
+    if ok.empty:
+        return ok
+    ok["label"] = labels(ok)
+    ok["error"], ok["metric"] = exact_error(ok)
+    if "execution_used" not in ok:
+        ok["execution_used"] = "eager"
+    return ok
+
+
+def throughput_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Samples/s, NFE/s, peak CUDA memory (MiB) and the exact error per target, device, dtype, method and batch size."""
+    ok = performance_rows(rows)
+    if ok.empty:
+        return ok
+    ok["peak MiB"] = ok["peak_memory_bytes"] / 2**20 if "peak_memory_bytes" in ok else math.nan
+    columns = ["target", "device", "dtype", "label", "n", "samples_per_s", "nfe_per_s", "peak MiB", "error", "metric"]
+    return ok[columns].sort_values(["target", "device", "dtype", "label", "n"])
+
+
+_SPEC_COLUMNS = ["target", "target_params", "schedule", "schedule_params", "method", "field", "steps", "grid", "rtol",
+                 "atol", "diffusion", "diffusion_params", "device", "dtype", "seed", "n", "train_steps"]
+
+
+def execution_speedups(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each CUDA-graph or compiled cell beside the eager cell of the same spec: the speed-up (eager time ÷ its time,
+    in the same run), the one-off setup time, the change in exact error, or the fallback's reason."""
+    ok = performance_rows(rows)
+    if ok.empty or "execution" not in ok or not (ok["execution"] != "eager").any():
+        return pd.DataFrame()
+    keys = [c for c in _SPEC_COLUMNS if c in ok]
+    ok[keys] = ok[keys].astype(str)
+    eager = ok[ok["execution"] == "eager"][keys + ["wall_s", "error"]].rename(
+        columns={"wall_s": "eager_wall_s", "error": "eager_error"})
+    other = ok[ok["execution"] != "eager"].merge(eager, on=keys, how="left")
+    other["speed-up"] = other["eager_wall_s"] / other["wall_s"]
+    other["error change"] = other["error"] - other["eager_error"]
+    fallback = other.get("execution_fallback", pd.Series(None, index=other.index)).astype(object).fillna("").astype(str)
+    other["fallback"] = fallback.str.slice(0, 80)
+    columns = ["target", "device", "dtype", "method", "field", "n", "execution", "execution_used", "speed-up", "setup_s",
+               "error change", "fallback"]
+    return other[columns].sort_values(["target", "device", "dtype", "method", "field", "execution", "n"])
+
+
+def roofline_fractions(rows: pd.DataFrame, peaks: list[dict]) -> pd.DataFrame:
+    """Analytic-field cells placed on the roofline: the velocity's FLOPs (``field_gflop``, its cost model × NFE) per
+    second of the whole solve, as a fraction of the measured GEMM peak of that device and dtype. A lower bound on
+    the field's own fraction: the solve's time also holds the steps' arithmetic and checks."""
+    ok = performance_rows(rows)
+    if ok.empty or "field_gflop" not in ok or not peaks:
+        return pd.DataFrame()
+    ok = ok[ok["field_gflop"].notna()].copy()
+    peak = {(p["device"], p["dtype"]): p["gemm_flops_per_s"] for p in peaks}
+    ok["peak GFLOP/s"] = [peak.get((d, t), math.nan) / 1e9 for d, t in zip(ok["device"], ok["dtype"], strict=True)]
+    ok["achieved GFLOP/s"] = ok["field_gflop"] / ok["wall_s"]
+    ok["fraction of GEMM peak"] = ok["achieved GFLOP/s"] / ok["peak GFLOP/s"]
+    largest = ok.groupby(["target", "device", "dtype", "label"])["n"].transform("max")
+    columns = ["target", "device", "dtype", "label", "n", "achieved GFLOP/s", "peak GFLOP/s", "fraction of GEMM peak"]
+    return ok[ok["n"] == largest][columns].sort_values(["target", "device", "dtype", "label"])

@@ -44,6 +44,8 @@ from pathlib import Path
 import torch
 
 from fmbench.calibration import calibration_seconds
+from fmbench.execution import prepare
+from fmbench.roofline import velocity_cost
 from fmbench.timing import synchronize
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.exact import exact_output_law, has_exact_law
@@ -52,7 +54,12 @@ from fmcore.metrics import gaussian_fit_w2, mode_tv, strong_error, w2_floor, w2_
 from fmcore.models import train_model
 from fmcore.solvers import get_diffusion, get_method, sample
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
+"""A cell's ``dtype`` → the dtype of its state (noise, solver, output)."""
+AUTOCAST = {"bfloat16": torch.bfloat16}
+"""Mixed-precision dtypes: the learned network runs under ``torch.autocast`` in this dtype, the state stays in
+float32. Learned fields only: the closed forms' log-sum-exp and whitening, and an ODE state whose per-step
+increment is below bfloat16's resolution (2⁻⁸ relative), are not meaningful in bfloat16."""
 SLICED_PROJECTIONS = 128
 
 
@@ -78,10 +85,16 @@ class CellSpec:
     n: int = 2000
     train_steps: int = 2000
     timing_repeats: int = 0
+    execution: str = "eager"
 
     def key(self) -> str:
-        """A stable hash of the spec: the cell's identity for resuming a sweep."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """A stable hash of the spec: the cell's identity for resuming a sweep and comparing runs. Fields added
+        after the first baselines (``execution``) enter the hash only when they differ from their default, so
+        those baselines' cells keep their identity."""
+        spec = asdict(self)
+        if spec["execution"] == "eager":
+            del spec["execution"]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
         """The normalised spec, as recorded in ``sweep.json``."""
@@ -118,12 +131,14 @@ def failed_row(spec: CellSpec, error: str) -> dict:
 
 
 @functools.lru_cache(maxsize=32)
-def _reference_solution(target_name: str, target_json: str, schedule_name: str, schedule_json: str, seed: int, n: int):
-    """Float64 dopri5 at rtol = atol = 1e-10 from the cell's noise: the truth for strong errors on mixtures."""
+def _reference_solution(target_name: str, target_json: str, schedule_name: str, schedule_json: str, seed: int, n: int,
+                        device: str = "cpu"):
+    """Float64 dopri5 at rtol = atol = 1e-10 from the cell's noise: the truth for strong errors on mixtures. Solved on
+    the cell's device (a CUDA cell's 2²⁰ points would take minutes on the CPU), returned on the CPU."""
     target = get_target(target_name, **json.loads(target_json))
     schedule = get_schedule(schedule_name, **json.loads(schedule_json))
-    noise = _noise(seed, n, target.dim, schedule.prior_std)
-    return sample(AnalyticField(target, schedule), noise, "dopri5", rtol=1e-10, atol=1e-10).x
+    noise = _noise(seed, n, target.dim, schedule.prior_std).to(device)
+    return sample(AnalyticField(target, schedule), noise, "dopri5", rtol=1e-10, atol=1e-10).x.cpu()
 
 
 @functools.lru_cache(maxsize=64)
@@ -160,7 +175,7 @@ def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):
     learned = train_for(spec, context.cache_dir)
     if dtype != torch.float32 or spec.device != "cpu":
         learned.model.to(dtype=dtype, device=spec.device)
-    return learned
+    return learned.in_precision(AUTOCAST.get(spec.dtype))
 
 
 def _sampler_options(spec: CellSpec, schedule) -> dict:
@@ -181,19 +196,25 @@ def _sampler_options(spec: CellSpec, schedule) -> dict:
     return options
 
 
-def _run_sampler(spec: CellSpec, field, x0: torch.Tensor, options: dict):
+def _run_sampler(spec: CellSpec, prepared) -> tuple:
+    """The scored run, then ``timing_repeats`` timed-only runs; (outcome, wall_s, peak CUDA memory in bytes)."""
+    cuda = spec.device.startswith("cuda")
+
     def timed_run():
         synchronize(spec.device)
         start = time.perf_counter()
-        result = sample(field, x0, spec.method, **options)
+        outcome = prepared.run()
         synchronize(spec.device)
-        return result, time.perf_counter() - start
+        return outcome, time.perf_counter() - start
 
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(spec.device)
     with torch.no_grad():
-        result, wall_s = timed_run()  # the scored run
+        outcome, wall_s = timed_run()  # the scored run
         if spec.timing_repeats > 0:  # timed repeats only: the cold first run is left out of the median
             wall_s = statistics.median(timed_run()[1] for _ in range(spec.timing_repeats))
-    return result, wall_s
+    peak = torch.cuda.max_memory_allocated(spec.device) if cuda else None
+    return outcome, wall_s, peak
 
 
 def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
@@ -211,17 +232,25 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
         dtype = DTYPES[spec.dtype] if spec.dtype in DTYPES else None
         if dtype is None:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {spec.dtype!r}")
+        if spec.dtype in AUTOCAST and spec.field == "analytic":
+            raise ValueError(f"dtype {spec.dtype!r} (mixed precision) applies to learned fields only")
         target = get_target(spec.target, **spec.target_params)
         schedule = get_schedule(spec.schedule, **spec.schedule_params)
         field = _build_field(spec, target, schedule, dtype, context)
         noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
         options = _sampler_options(spec, schedule)
-        result, wall_s = _run_sampler(spec, field, noise.to(dtype=dtype, device=spec.device), options)
+        with torch.no_grad():
+            prepared = prepare(spec.execution, field, noise.to(dtype=dtype, device=spec.device), spec.method, options)
+        result, wall_s, peak_memory = _run_sampler(spec, prepared)
         x = result.x.detach().to(dtype=torch.float64, device="cpu")
         calibration = calibration_seconds(context.threads)
         row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, wall_s=wall_s,
                    samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s,
-                   calibration_s=calibration, wall_s_normalised=wall_s / calibration)
+                   calibration_s=calibration, wall_s_normalised=wall_s / calibration,
+                   execution_used=prepared.used, execution_fallback=prepared.fallback, setup_s=prepared.setup_s,
+                   peak_memory_bytes=peak_memory)
+        if spec.field == "analytic":  # the velocity's cost model × NFE: the report places it on the roofline
+            row["field_gflop"] = velocity_cost(target, spec.n, torch.finfo(dtype).bits // 8).flops * result.nfe / 1e9
         row.update(_score(spec, target, schedule, noise, x, options))
     except Exception as error:  # noqa: BLE001 — a failing cell is recorded, never raised
         row.update(status="failed", error=f"{type(error).__name__}: {error}",
@@ -242,7 +271,7 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
         else:
             reference = _reference_solution(
                 spec.target, json.dumps(spec.target_params, sort_keys=True), spec.schedule,
-                json.dumps(spec.schedule_params, sort_keys=True), spec.seed, spec.n,
+                json.dumps(spec.schedule_params, sort_keys=True), spec.seed, spec.n, spec.device,
             )
         scores["strong_error"] = strong_error(x, reference)
     if target.num_components > 1:

@@ -21,7 +21,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
-from fmbench.analysis import exact_error, labels, pareto_front  # noqa: E402
+from fmbench.analysis import exact_error, labels, pareto_front, performance_rows  # noqa: E402
 from fmcore.solvers import METHODS  # noqa: E402
 
 MARKERS = {"uniform": "o", "karras": "s", "logsnr": "^", "cosine": "D"}
@@ -178,4 +178,30 @@ def intermediate_histograms(path: Path, learned_field=None, times=(0.25, 0.5, 0.
         axis.set(title=f"t = {t}", xlabel="x[0]")
     axes[0][0].legend(fontsize=8)
     figure.suptitle("seed000 on cond_ot: samples along the path vs the exact marginal", y=1.03)
+    return _save(figure, path)
+
+
+def throughput_plot(rows: pd.DataFrame, path: Path) -> Path | None:
+    """Samples/s against batch size: a panel per target and device, a colour per method (and execution), a line
+    style per dtype. Drawn only for runs with more than one batch size."""
+    ok = performance_rows(rows)
+    if ok.empty or ok["n"].nunique() < 2:
+        return None
+    ok["panel"] = ok["target"] + " · " + ok["device"]
+    panels = sorted(ok["panel"].unique())
+    colours = palette(ok["label"])
+    columns = min(3, len(panels))
+    lines_of_panels = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(lines_of_panels, columns, figsize=(4.6 * columns, 3.6 * lines_of_panels), squeeze=False)
+    for axis, panel in zip(axes.flat, panels, strict=False):
+        for (label, dtype), line in ok[ok["panel"] == panel].groupby(["label", "dtype"], sort=True):
+            line = line.groupby("n", as_index=False)["samples_per_s"].median()
+            axis.plot(line["n"], line["samples_per_s"], color=colours[label], ls=DASHES.get(dtype, ":"), marker="o", ms=3)
+        axis.set_xscale("log", base=2)
+        axis.set(yscale="log", title=panel, xlabel="batch size n", ylabel="samples / s")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.grid(True, which="major", alpha=0.3)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    _legend(figure, colours, [], sorted(ok["dtype"].unique()))
     return _save(figure, path)

@@ -15,13 +15,22 @@ from pathlib import Path
 import pandas as pd
 
 from fmbench import figures
-from fmbench.analysis import asymptotic_orders, best_at_budget, labels, learned_crossover, time_ratios
+from fmbench.analysis import (
+    asymptotic_orders,
+    best_at_budget,
+    execution_speedups,
+    labels,
+    learned_crossover,
+    roofline_fractions,
+    throughput_table,
+    time_ratios,
+)
 from fmbench.store import export_parquet, load_rows
 
 __all__ = ["write_report"]
 
 
-def _markdown(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
+def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
     if frame.empty:
         return "_none_"
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
@@ -86,6 +95,35 @@ def _learned_field(rows: pd.DataFrame, out: Path):
         return None
 
 
+def _performance_section(rows: pd.DataFrame, environment: dict, out: Path) -> list[str]:
+    """Throughput against batch size, eager vs CUDA graph vs compile, and the roofline: for runs that sweep the batch
+    size or the execution (the ``gpu`` preset); nothing otherwise."""
+    if "n" not in rows or (rows["n"].nunique() < 2 and ("execution" not in rows or (rows["execution"] == "eager").all())):
+        return []
+    lines = ["## Performance: throughput, executions and the roofline", "",
+             f"CUDA devices: {environment.get('cuda_devices') or 'none'}; driver {environment.get('cuda_driver')}, CUDA "
+             f"{environment.get('cuda_version')}, cuDNN {environment.get('cudnn_version')}. Times are medians of the timed "
+             "repeats after the scored run, device-synchronised; peak memory is `torch.cuda.max_memory_allocated` over "
+             "the cell (CUDA only).", ""]
+    plot = figures.throughput_plot(rows, out / "throughput_vs_batch_size.png")
+    if plot is not None:
+        lines += [f"![throughput]({plot.name})", ""]
+    lines += ["### Samples/s, NFE/s and peak memory against batch size", "", markdown_table(throughput_table(rows)), ""]
+    speedups = execution_speedups(rows)
+    if len(speedups):
+        lines += ["### Eager vs CUDA graph vs compile", "",
+                  "`speed-up` = eager time ÷ this execution's time for the same cell spec, in the same run; `setup_s` is the "
+                  "one-off capture or compilation; `error change` the exact error minus eager's; a fallback ran eagerly and "
+                  "says why.", "", markdown_table(speedups), ""]
+    fractions = roofline_fractions(rows, environment.get("peaks", []))
+    if len(fractions):
+        lines += ["### Roofline: the closed-form field's FLOP rate against the measured GEMM peak", "",
+                  "At the largest batch size of each line; FLOPs from the velocity's cost model (`fmbench.roofline`) × NFE "
+                  "over the whole solve's time, a lower bound on the field's own rate. Peaks measured at the start of the "
+                  f"run: {environment.get('peaks')}.", "", markdown_table(fractions), ""]
+    return lines
+
+
 def write_report(out: str | Path, histograms: bool = True) -> Path:
     """Write ``<out>/report.md``, its figures, ``cells.csv`` and the ``rows.parquet`` export from the run's rows.
 
@@ -109,33 +147,33 @@ def write_report(out: str | Path, histograms: bool = True) -> Path:
               "By the exact metric — the W2 of the sampler's exact output law (Gaussian targets) or the strong error "
               "against a float64 reference from the same noise (mixtures): neither has sampling noise. Analytic fields, "
               "float64. `× better` compares the best cell within the budget with the best Euler cell and with the best "
-              "cell of the runner-up.", "", _markdown(best_at_budget(rows)), ""]
+              "cell of the runner-up.", "", markdown_table(best_at_budget(rows)), ""]
 
     orders = asymptotic_orders(rows)
     lines += ["## Convergence orders, fitted on the asymptotic range", "",
               "Local orders between successive step counts; the fitted order is their median over the largest step counts "
               "where they agree within ±0.2. Errors below 100 × the dtype's epsilon are round-off and left out.", "",
-              _markdown(orders[[c for c in orders.columns if c not in ("device", "field")]] if len(orders) else orders), ""]
+              markdown_table(orders[[c for c in orders.columns if c not in ("device", "field")]] if len(orders) else orders), ""]
 
     clip = _clip_table(ok)
     if len(clip):
         lines += ["## Clipped starts: what the clip costs, and what the steps cost", "",
                   "Grids in noise level (karras, logsnr) start at t₀ > 0 on paths with α₀ = 0. `clip_*` is the exact flow "
                   "from t₀ (against the target, and against the exact map from 0); `discretisation_strong_error` is the "
-                  "sampler against the exact map from its own start.", "", _markdown(clip), ""]
+                  "sampler against the exact map from its own start.", "", markdown_table(clip), ""]
 
     exact_sampled = _exact_vs_sampled(ok)
     if len(exact_sampled):
         lines += ["## SDE samplers: exact-law W2 beside the sample-based moment W2", "",
                   "`gaussian_fit_w2` is the Bures W2 of the sample's moments (n samples) and `gaussian_fit_w2_floor` the same "
                   "for exact samples of the same size: below the floor the sample-based figure cannot see discretisation.",
-                  "", _markdown(exact_sampled), ""]
+                  "", markdown_table(exact_sampled), ""]
 
     crossover = learned_crossover(rows)
     lines += ["## Learned vs analytic fields", "",
               "The learned model's error floor (its strong error against the exact reference at its largest NFE) and the "
               "NFE from which the analytic field's discretisation error is below it: beyond that NFE, steps buy nothing.",
-              "", _markdown(crossover), ""]
+              "", markdown_table(crossover), ""]
 
     figure_paths = [
         figures.error_vs_nfe(rows, out / "exact_error_vs_nfe.png"),
@@ -153,11 +191,12 @@ def write_report(out: str | Path, histograms: bool = True) -> Path:
               f"Load average when the run started: {load} on {environment.get('cpu_count')} CPUs. Times are single runs "
               "unless the cell asked for timed repeats; they are shown as time per NFE relative to Euler on the same "
               "target, schedule, dtype and device, measured in the same run, which is steadier than a time.", "",
-              _markdown(ratios), ""]
+              markdown_table(ratios), ""]
+    lines += _performance_section(rows, environment, out)
     for title, frame in (("Failed cells", failed), ("Skipped cells", skipped)):
         if len(frame):
             columns = [c for c in ["target", "schedule", "method", "steps", "device", "dtype", "error"] if c in frame]
-            lines += [f"## {title}", "", _markdown(frame[columns]), ""]
+            lines += [f"## {title}", "", markdown_table(frame[columns]), ""]
     rows.to_csv(out / "cells.csv", index=False)
     report = out / "report.md"
     report.write_text("\n".join(lines))

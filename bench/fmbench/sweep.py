@@ -38,7 +38,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fmbench.cells import CellContext, CellSpec, failed_row, run_cell, train_for
+from fmbench.cells import DTYPES, CellContext, CellSpec, failed_row, run_cell, train_for
+from fmbench.roofline import measure_peaks
 from fmbench.store import RowStore, export_parquet, load_rows
 from fmbench.sweepfile import SweepError
 from fmbench.threads import check_threads
@@ -68,7 +69,8 @@ def environment(threads: int | None = None, executor: str = "in-process") -> dic
     for index in range(torch.cuda.device_count()):
         properties = torch.cuda.get_device_properties(index)
         cuda.append({"name": properties.name, "memory_gib": round(properties.total_memory / 2**30, 1),
-                     "capability": f"{properties.major}.{properties.minor}"})
+                     "capability": f"{properties.major}.{properties.minor}",
+                     "multiprocessors": properties.multi_processor_count})
     return {
         "packages": packages,
         "python": sys.version,
@@ -81,11 +83,33 @@ def environment(threads: int | None = None, executor: str = "in-process") -> dic
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cuda_devices": cuda,
         "cuda_version": torch.version.cuda,
+        "cuda_driver": _cuda_driver_version() if torch.cuda.is_available() else None,
         "cudnn_version": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "git_commit": commit,
         "git_dirty": dirty,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def device_peaks(cells: list[CellSpec]) -> list[dict]:
+    """The measured GEMM and copy peaks (:func:`fmbench.roofline.measure_peaks`, on torch's current threads) of each
+    device and state dtype the sweep's timed analytic-field cells use (``timing_repeats > 0``: a sweep that asks for
+    careful timing), where the device exists: the report's roofline fractions are taken against these. About a
+    second per device and dtype on the CPU."""
+    pairs = sorted({(cell.device, DTYPES.get(cell.dtype)) for cell in cells
+                    if cell.field == "analytic" and cell.timing_repeats > 0}, key=str)
+    return [measure_peaks(device, dtype).as_dict() for device, dtype in pairs
+            if dtype is not None and (not device.startswith("cuda") or torch.cuda.is_available())]
+
+
+def _cuda_driver_version() -> str | None:
+    """The NVIDIA driver's version from ``nvidia-smi`` (torch does not expose it); None where it cannot be read."""
+    try:
+        output = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return output.split()[0] if output.split() else None
 
 
 def _cpu_name() -> str:
@@ -352,13 +376,14 @@ def run_sweep(
         statuses = store.statuses()
         pending = [(position, cell) for position, cell in enumerate(cells) if statuses.get(cell.key()) != "ok"]
         retried = sum(1 for _, cell in pending if cell.key() in statuses)
-        record = {**environment(threads, executor_description), "cache_dir": str(cache_dir), "plugins": list(plugins)}
-        (out / "environment.json").write_text(json.dumps(record, indent=2))
         say(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run"
             f"{f' ({retried} retried)' if retried else ''}; {executor_description}, {threads} torch thread(s) per cell -> {out}")
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)  # training, like the cells, uses the threads asked for
         try:
+            record = {**environment(threads, executor_description), "cache_dir": str(cache_dir), "plugins": list(plugins),
+                      "peaks": device_peaks(cells)}
+            (out / "environment.json").write_text(json.dumps(record, indent=2))
             training_failures = _pretrain(pending, cache_dir, say, progress)
         finally:
             torch.set_num_threads(previous_threads)

@@ -46,7 +46,8 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
-from fmbench.cells import DTYPES, CellSpec
+from fmbench.cells import AUTOCAST, DTYPES, CellSpec
+from fmbench.execution import EXECUTIONS
 from fmcore.grids import GRIDS
 from fmcore.models import OBJECTIVES
 from fmcore.schedules import SCHEDULES
@@ -184,6 +185,11 @@ def _problems(cell: CellSpec) -> list[str]:
                         f"got {cell.field!r}")
     if cell.dtype not in DTYPES:
         problems.append(f"unknown dtype {cell.dtype!r}; valid: {sorted(DTYPES)}")
+    if cell.dtype in AUTOCAST and cell.field == "analytic":
+        problems.append(f"dtype {cell.dtype!r} (network in {cell.dtype}, state in float32) applies to learned fields "
+                        "only: the closed forms are not meaningful in it")
+    if cell.execution not in EXECUTIONS:
+        problems.append(f"unknown execution {cell.execution!r}; valid: {list(EXECUTIONS)}")
     if not isinstance(cell.device, str) or not (cell.device == "cpu" or cell.device.startswith("cuda")):
         problems.append(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {cell.device!r}")
     for name in ("n", "train_steps"):

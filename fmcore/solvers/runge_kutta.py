@@ -1,6 +1,13 @@
-"""One explicit Runge–Kutta engine for every fixed-step method, driven by a Butcher tableau, on any grid."""
+"""One explicit Runge–Kutta engine for every fixed-step method, driven by a Butcher tableau, on any grid.
+
+:func:`rk_step` is one step; :func:`integrate_explicit_rk` is the checked loop every ``sample`` call runs, and
+:func:`integrate_explicit_rk_unchecked` the same steps with times as tensors and no host synchronisation, for
+capture in a CUDA graph or tracing by ``torch.compile``.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -9,32 +16,63 @@ from .errors import SolverDivergenceError
 from .tableaus import ButcherTableau
 
 
+def rk_step(field: Callable, x: Tensor, t, t_next, h: float, tableau: ButcherTableau) -> Tensor:
+    r"""One step :math:`x + h\sum_i b_i k_i` with :math:`k_i = f(t + c_i h,\ x + h\sum_{j<i} a_{ij} k_j)`.
+
+    ``t`` and ``t_next`` are floats or 0-d tensors (``h`` is always a float); a stage at :math:`c_i = 1` is
+    evaluated at ``t_next`` itself, not at ``t + h``, which can round past the end of the grid. Zero
+    coefficients are skipped, so e.g. the midpoint rule never adds :math:`0\cdot k_1`.
+    """
+    stages: list[Tensor] = []
+    for c_i, a_i in zip(tableau.c, tableau.a, strict=True):
+        x_stage = x
+        for a_ij, k_j in zip(a_i, stages, strict=False):
+            if a_ij != 0.0:
+                x_stage = torch.add(x_stage, k_j, alpha=h * a_ij)  # fused x + (h a_ij) k_j
+        stage_time = t if c_i == 0.0 else t_next if c_i == 1.0 else t + c_i * h
+        stages.append(field(stage_time, x_stage))
+    return _weighted_step(x, h, tableau.b, stages)
+
+
 def integrate_explicit_rk(
     field, x0: Tensor, grid: Tensor, tableau: ButcherTableau, return_trajectory: bool = False
 ) -> tuple[Tensor, Tensor | None, dict]:
     r"""Integrate :math:`\dot x = f(t, x)` along ``grid`` (increasing or decreasing) with ``tableau``.
 
-    Each step costs ``tableau.stages`` field calls. Zero coefficients are skipped, so e.g. the
-    midpoint rule never adds :math:`0\cdot k_1`. After every step the state is checked for NaN/inf.
+    Each step costs ``tableau.stages`` field calls. After every step the state is checked for NaN/inf.
     """
     times = grid.tolist()
     x = x0
     trajectory = [x0] if return_trajectory else None
     for step, (t, t_next) in enumerate(zip(times[:-1], times[1:], strict=True)):
-        h = t_next - t
-        stages: list[Tensor] = []
-        for c_i, a_i in zip(tableau.c, tableau.a, strict=True):
-            x_stage = x
-            for a_ij, k_j in zip(a_i, stages, strict=False):
-                if a_ij != 0.0:
-                    x_stage = torch.add(x_stage, k_j, alpha=h * a_ij)  # fused x + (h a_ij) k_j
-            stages.append(field(t_next if c_i == 1.0 else t + c_i * h, x_stage))
-        x = _weighted_step(x, h, tableau.b, stages)
+        x = rk_step(field, x, t, t_next, t_next - t, tableau)
         if not is_finite(x):
             raise SolverDivergenceError(tableau.name, step, t_next, t_start=t)
         if trajectory is not None:
             trajectory.append(x)
     return x, (torch.stack(trajectory) if trajectory is not None else None), {}
+
+
+def integrate_explicit_rk_unchecked(
+    velocity: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    grid: Tensor,
+    tableau: ButcherTableau,
+    times: Tensor | None = None,
+) -> Tensor:
+    """The steps of :func:`integrate_explicit_rk` with no check and no host synchronisation.
+
+    ``velocity(t, x)`` takes ``t`` as a 0-d tensor of ``x0``'s dtype and device (e.g. a field's
+    ``velocity_unchecked``). ``grid`` (on the CPU) gives the step sizes; ``times`` is the same grid on ``x0``'s
+    device and dtype, made here when not given — give it when capturing a CUDA graph, which cannot hold a copy
+    from the host. Every step is then device work only. The caller checks the result (``fmbench.execution``).
+    """
+    times = grid.to(dtype=x0.dtype, device=x0.device) if times is None else times
+    points = grid.tolist()
+    x = x0
+    for index in range(len(points) - 1):
+        x = rk_step(velocity, x, times[index], times[index + 1], points[index + 1] - points[index], tableau)
+    return x
 
 
 def _weighted_step(x: Tensor, h: float, weights: tuple[float, ...], stages: list[Tensor]) -> Tensor:

@@ -32,6 +32,12 @@ class ButcherTableau:
                 raise ValueError(f"tableau {self.name!r}: row {i} of a must have {i} entries (explicit method)")
         if abs(sum(self.b) - 1.0) > 1e-12:
             raise ValueError(f"tableau {self.name!r}: the weights b must sum to 1 (consistency)")
+        for i, (c_i, row) in enumerate(zip(self.c, self.a, strict=True)):
+            if abs(c_i - sum(row)) > 1e-12:
+                raise ValueError(
+                    f"tableau {self.name!r}: node c[{i}] = {c_i} must equal the sum of row {i} of a ({sum(row)}): a stage "
+                    "evaluated at another time than the state it is given makes the method first order at best"
+                )
 
     @property
     def stages(self) -> int:

@@ -19,7 +19,13 @@ data prediction → velocity     u = α̇D + σσ̇ (x − αD) / σ²          
 data prediction → score        s = (αD − x) / σ²                                             σ² (zero at t = 1)
 noise prediction → velocity    u = α̇ (x − σE) / α + σ̇E                                       α  (zero at t = 0)
 noise prediction → score       s = −E / σ                                                    σ  (zero at t = 1)
+velocity → data prediction     D = (σ̇x − σu) / (ασ̇ − σα̇)                                    ασ̇ − σα̇ (never zero)
+velocity → noise prediction    E = (αu − α̇x) / (ασ̇ − σα̇)                                    ασ̇ − σα̇ (never zero)
+noise → data prediction        D = (x − σE) / α                                              α  (zero at t = 0)
+data → noise prediction        E = (x − αD) / σ                                              σ  (zero at t = 1)
 =============================  ============================================================  =====================
+
+The two conversions from the velocity need a finite σ̇ (``linear_vp`` has σ̇ = −∞ at t = 1).
 
 (VP has α_0 ≈ 6.6e-3 and VE has α ≡ 1, so their α-divisions are regular on all of [0, 1]; VE's σ ≥ σ_min > 0.)
 
@@ -39,6 +45,10 @@ __all__ = [
     "score_from_data_prediction",
     "velocity_from_noise_prediction",
     "score_from_noise_prediction",
+    "data_prediction_from_velocity",
+    "noise_prediction_from_velocity",
+    "data_prediction_from_noise_prediction",
+    "noise_prediction_from_data_prediction",
 ]
 
 
@@ -103,3 +113,31 @@ def score_from_noise_prediction(values: ScheduleValues, x: Tensor, noise_predict
     r""":math:`s = -E/\sigma`; divides by σ."""
     _check(values, x, noise_prediction, "noise_prediction")
     return -noise_prediction / _column(values.sigma)
+
+
+def data_prediction_from_velocity(values: ScheduleValues, x: Tensor, velocity: Tensor) -> Tensor:
+    r""":math:`D = (\dot\sigma x - \sigma u)/(\alpha\dot\sigma - \sigma\dot\alpha)`: the 2×2 system solved for D."""
+    _check(values, x, velocity, "velocity")
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    d_alpha, d_sigma = _column(values.d_alpha), _column(values.d_sigma)
+    return (d_sigma * x - sigma * velocity) / (alpha * d_sigma - sigma * d_alpha)
+
+
+def noise_prediction_from_velocity(values: ScheduleValues, x: Tensor, velocity: Tensor) -> Tensor:
+    r""":math:`E = (\alpha u - \dot\alpha x)/(\alpha\dot\sigma - \sigma\dot\alpha)`: the 2×2 system solved for E."""
+    _check(values, x, velocity, "velocity")
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    d_alpha, d_sigma = _column(values.d_alpha), _column(values.d_sigma)
+    return (alpha * velocity - d_alpha * x) / (alpha * d_sigma - sigma * d_alpha)
+
+
+def data_prediction_from_noise_prediction(values: ScheduleValues, x: Tensor, noise_prediction: Tensor) -> Tensor:
+    r""":math:`D = (x - \sigma E)/\alpha`; divides by α."""
+    _check(values, x, noise_prediction, "noise_prediction")
+    return (x - _column(values.sigma) * noise_prediction) / _column(values.alpha)
+
+
+def noise_prediction_from_data_prediction(values: ScheduleValues, x: Tensor, data_prediction: Tensor) -> Tensor:
+    r""":math:`E = (x - \alpha D)/\sigma`; divides by σ."""
+    _check(values, x, data_prediction, "data_prediction")
+    return (x - _column(values.alpha) * data_prediction) / _column(values.sigma)

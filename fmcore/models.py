@@ -40,6 +40,10 @@ from torch import Tensor, nn
 
 from ._checks import as_generator, as_time, check_bool, check_instance, check_int, check_number, check_samples
 from .conversions import (
+    data_prediction_from_noise_prediction,
+    data_prediction_from_velocity,
+    noise_prediction_from_data_prediction,
+    noise_prediction_from_velocity,
     score_from_data_prediction,
     score_from_noise_prediction,
     score_from_velocity,
@@ -62,11 +66,15 @@ __all__ = [
 ]
 
 OBJECTIVES = ("cfm", "dsm", "x1")
-# objective -> (network output -> velocity, network output -> score), each f(schedule values, x, output)
+_IDENTITY = lambda values, x, output: output  # noqa: E731
+# objective -> prediction -> f(schedule values, x, network output)
 _CONVERSIONS = {
-    "cfm": (lambda values, x, output: output, score_from_velocity),
-    "dsm": (velocity_from_noise_prediction, score_from_noise_prediction),
-    "x1": (velocity_from_data_prediction, score_from_data_prediction),
+    "cfm": {"velocity": _IDENTITY, "score": score_from_velocity, "data": data_prediction_from_velocity,
+            "noise": noise_prediction_from_velocity},
+    "dsm": {"velocity": velocity_from_noise_prediction, "score": score_from_noise_prediction,
+            "data": data_prediction_from_noise_prediction, "noise": _IDENTITY},
+    "x1": {"velocity": velocity_from_data_prediction, "score": score_from_data_prediction, "data": _IDENTITY,
+           "noise": noise_prediction_from_data_prediction},
 }
 DEFAULT_ARCHITECTURE = {"width": 64, "depth": 4, "time_embedding": 16}
 
@@ -135,9 +143,9 @@ class LearnedField:
         top = 1.0 - t_eps if sigma_vanishes_at_1 else 1.0
         bottom = t_eps if alpha_vanishes_at_0 else 0.0
         self.clip = {
-            "cfm": {"velocity": (0.0, 1.0), "score": (0.0, top)},
-            "dsm": {"velocity": (bottom, 1.0), "score": (0.0, top)},
-            "x1": {"velocity": (0.0, top), "score": (0.0, top)},
+            "cfm": {"velocity": (0.0, 1.0), "score": (0.0, top), "data": (0.0, 1.0), "noise": (0.0, 1.0)},
+            "dsm": {"velocity": (bottom, 1.0), "score": (0.0, top), "data": (bottom, 1.0), "noise": (0.0, 1.0)},
+            "x1": {"velocity": (0.0, top), "score": (0.0, top), "data": (0.0, 1.0), "noise": (0.0, top)},
         }[objective]
 
     @property
@@ -174,18 +182,25 @@ class LearnedField:
         device in [0, 1], ``x`` a finite ``(n, d)`` tensor of the model's dtype. For CUDA graphs and
         ``torch.compile``; nothing checks the input (see :meth:`fmcore.targets.GaussianMixture.velocity_unchecked`)."""
         t_points = t.clamp(*self.clip["velocity"]).expand(x.shape[0])
-        to_velocity, _ = _CONVERSIONS[self.objective]
-        return to_velocity(self.schedule.values(t_points), x, self._forward(t_points, x))
+        return _CONVERSIONS[self.objective]["velocity"](self.schedule.values(t_points), x, self._forward(t_points, x))
+
+    def _prediction(self, prediction: str, t, x: Tensor) -> Tensor:
+        t_tensor, output = self._network(t, x, self.clip[prediction])
+        return _CONVERSIONS[self.objective][prediction](self.schedule.values(t_tensor), x, output)
 
     def __call__(self, t, x: Tensor) -> Tensor:
-        t_tensor, output = self._network(t, x, self.clip["velocity"])
-        to_velocity, _ = _CONVERSIONS[self.objective]
-        return to_velocity(self.schedule.values(t_tensor), x, output)
+        return self._prediction("velocity", t, x)
 
     def score(self, t, x: Tensor) -> Tensor:
-        t_tensor, output = self._network(t, x, self.clip["score"])
-        _, to_score = _CONVERSIONS[self.objective]
-        return to_score(self.schedule.values(t_tensor), x, output)
+        return self._prediction("score", t, x)
+
+    def data_prediction(self, t, x: Tensor) -> Tensor:
+        """:math:`E[x_1 | x_t = x]` from the network's output (conversions in :mod:`fmcore.conversions`)."""
+        return self._prediction("data", t, x)
+
+    def noise_prediction(self, t, x: Tensor) -> Tensor:
+        """:math:`E[\\varepsilon | x_t = x]` from the network's output."""
+        return self._prediction("noise", t, x)
 
     def velocity_and_score(self, t, x: Tensor) -> tuple[Tensor, Tensor]:
         """Both from one network pass (one NFE), at t clipped to the intersection of the two clip intervals
@@ -195,8 +210,8 @@ class LearnedField:
         )
         t_tensor, output = self._network(t, x, interval)
         values = self.schedule.values(t_tensor)
-        to_velocity, to_score = _CONVERSIONS[self.objective]
-        return to_velocity(values, x, output), to_score(values, x, output)
+        conversions = _CONVERSIONS[self.objective]
+        return conversions["velocity"](values, x, output), conversions["score"](values, x, output)
 
     def __repr__(self) -> str:
         return f"LearnedField({self.objective}, {self.schedule!r}, dim={self.dim})"
@@ -437,8 +452,9 @@ def exact_fm_loss(
     :math:`\operatorname{sd}(\|v_\theta - u\|^2)/\sqrt n` per bin.
     """
     check_instance("analytic_field", analytic_field, AnalyticField, "the exact field the model is compared with")
-    if not callable(getattr(field, "velocity_and_score", None)):
-        raise TypeError(f"field must have .velocity_and_score(t, x) (a LearnedField), got {type(field).__name__}")
+    if not callable(field) or not callable(getattr(field, "score", None)):
+        raise TypeError(f"field must be callable as field(t, x) and have .score(t, x) (a LearnedField), "
+                        f"got {type(field).__name__}")
     n, time_bins = check_int("n", n), check_int("time_bins", time_bins)
     generator = as_generator(generator)
     target, schedule = analytic_field.target, analytic_field.schedule
@@ -452,7 +468,8 @@ def exact_fm_loss(
         values = schedule.values(t)
         x = values.alpha.unsqueeze(1) * x1 + values.sigma.unsqueeze(1) * noise
         exact_velocity, exact_score = analytic_field.velocity_and_score(t, x)
-        model_velocity, model_score = field.velocity_and_score(t.to(dtype), x.to(dtype))
+        # velocity and score each at its own clipped time (velocity_and_score would clip both to the common interval)
+        model_velocity, model_score = field(t.to(dtype), x.to(dtype)), field.score(t.to(dtype), x.to(dtype))
         velocity_errors.append(float(((model_velocity.double() - exact_velocity) ** 2).sum(1).mean()))
         score_errors.append(float(((model_score.double() - exact_score) ** 2).sum(1).mean()))
         bins.append((low, high))

@@ -184,15 +184,20 @@ BAD_SWEEPS = {
     "string steps": ('method = ["euler"]\nsteps = ["4"]', "steps must be an integer ≥ 1"),
     "zero steps": ('method = ["euler"]\nsteps = [0]', "steps must be an integer ≥ 1"),
     "steps on adaptive": ('method = ["dopri5"]\nsteps = [4]', "steps do not apply to adaptive method 'dopri5'"),
-    "rtol on fixed": ('method = ["euler"]\nsteps = [4]\nrtol = [1e-3]', "rtol/atol do not apply to fixed method"),
+    "rtol on fixed": ('method = ["euler"]\nsteps = [4]\nrtol = [1e-3]', "rtol/atol do not apply to fixed-step method"),
     "negative tolerance": ('method = ["dopri5"]\nrtol = [-1e-3]', "rtol must be a number > 0"),
-    "diffusion on an ODE": ('method = ["euler"]\nsteps = [4]\ndiffusion = ["constant"]', "a diffusion applies to SDE"),
+    "diffusion on an ODE": ('method = ["euler"]\nsteps = [4]\ndiffusion = ["constant"]',
+                            "a diffusion applies to reverse-SDE methods only"),
     "bad diffusion value": ('method = ["euler_maruyama"]\nsteps = [4]\ndiffusion = ["constant"]\n'
                             'diffusion_params = { constant = { c = -1.0 } }', "c must be a finite number"),
     "unknown parameter": ('method = ["euler"]\nsteps = [4]\ntarget_params = { seed000 = { d = 2 } }',
                           "takes no parameter(s) ['d']"),
     "unknown objective": ('method = ["euler"]\nsteps = [4]\nfield = ["learned:ddpm"]', "learned:<objective>"),
     "n = 0": ('method = ["euler"]\nsteps = [4]\nn = 0', "n must be an integer ≥ 1"),
+    "unknown method option": ('method = ["ddim"]\nsteps = [4]\nmethod_params = { ddim = { churn = 1.0 } }',
+                              "method 'ddim' takes no option(s) ['churn']; its options: ['eta']"),
+    "negative method option": ('method = ["ddim"]\nsteps = [4]\nmethod_params = { ddim = { eta = -1.0 } }',
+                               "method option eta must be a number ≥ 0"),
 }
 
 
@@ -322,7 +327,7 @@ def integrate(request):
     return get_method("euler").integrate(request)
 
 
-register_method(Method("dies_once", "fixed", integrate, stages=1))
+register_method(Method("dies_once", integrate, stages=1))
 '''
 
 

@@ -157,12 +157,15 @@ def test_cuda_graph_cell_matches_the_eager_cell():
 
 
 def test_eager_cells_keep_the_identity_of_the_committed_baseline():
-    """The baseline's cells were hashed before ``execution`` existed: an eager cell hashes its spec without it."""
+    """The first baselines' cells were hashed before ``execution`` and ``method_params`` existed: a cell at their
+    defaults hashes its spec without them."""
     spec = CellSpec("seed000", "cond_ot", "rk4", steps=4)
     fields = asdict(spec)
-    del fields["execution"]
+    del fields["execution"], fields["method_params"]
     assert spec.key() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert CellSpec("seed000", "cond_ot", "rk4", steps=4, execution="compile").key() != spec.key()
+    assert CellSpec("seed000", "cond_ot", "ddim", steps=4, method_params={"eta": 1.0}).key() != \
+        CellSpec("seed000", "cond_ot", "ddim", steps=4).key()
     baseline = pd.read_parquet(REPO / "results" / "baselines" / "ci" / "rows.parquet", columns=["cell"])
     assert set(baseline["cell"]) == {cell.key() for cell in expand(load_sweep("ci"))}
 

@@ -137,7 +137,7 @@ def test_sde_bad_input():
         sample(field, x0, "euler_maruyama", steps=4, generator=0)
     with pytest.raises(ValueError, match="needs a generator"):
         sample(field, x0, "euler_maruyama", steps=4, diffusion=get_diffusion("zero"))
-    with pytest.raises(ValueError, match="euler_maruyama only"):
+    with pytest.raises(ValueError, match="diffusion applies to reverse-SDE methods"):
         sample(field, x0, "rk4", steps=4, diffusion=get_diffusion("zero"))
     with pytest.raises(KeyError, match="forward"):
         get_diffusion("langevin")
@@ -162,8 +162,8 @@ def test_seed000_sampler_runs_as_a_named_method():
 
 def test_seed000_sampler_is_euler_maruyama_with_g_squared_sigma_up_to_its_time_warp():
     """With its time warp removed (model times = state times), the seed's update is our Euler–Maruyama step with
-    g² = σ: check one step by hand against the formula in fmcore.solvers.seed000."""
-    from fmcore.solvers.seed000 import integrate_seed000_sde
+    g² = σ: check one step by hand against the formula in fmcore.reproductions.seed000."""
+    from fmcore.reproductions.seed000 import integrate_seed000_sde
 
     schedule = get_schedule("cond_ot", sigma_min=0.001)
     field = AnalyticField(get_target("gaussian", d=2), schedule)

@@ -86,14 +86,16 @@ class CellSpec:
     train_steps: int = 2000
     timing_repeats: int = 0
     execution: str = "eager"
+    method_params: dict = dataclass_field(default_factory=dict)
 
     def key(self) -> str:
         """A stable hash of the spec: the cell's identity for resuming a sweep and comparing runs. Fields added
-        after the first baselines (``execution``) enter the hash only when they differ from their default, so
-        those baselines' cells keep their identity."""
+        after the first baselines (``execution``, ``method_params``) enter the hash only when they differ from
+        their default, so those baselines' cells keep their identity."""
         spec = asdict(self)
-        if spec["execution"] == "eager":
-            del spec["execution"]
+        for name, default in _LATER_FIELDS.items():
+            if spec[name] == default:
+                del spec[name]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def as_dict(self) -> dict:
@@ -104,6 +106,9 @@ class CellSpec:
         """``"cfm"`` for ``field = "learned:cfm"``; None for the analytic field."""
         kind, _, objective = self.field.partition(":")
         return objective if kind == "learned" else None
+
+
+_LATER_FIELDS = {"execution": "eager", "method_params": {}}
 
 
 @dataclass(frozen=True)
@@ -179,19 +184,21 @@ def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):
 
 
 def _sampler_options(spec: CellSpec, schedule) -> dict:
-    """The keyword arguments of ``sample`` for this cell (steps or grid, tolerances, diffusion, generator)."""
+    """The keyword arguments of ``sample`` for this cell, from what its method declares it takes (steps or grid,
+    tolerances, diffusion, its own options, a generator when it draws noise)."""
+    method = get_method(spec.method)
     options: dict = {}
-    kind = get_method(spec.method).kind
-    if kind in ("fixed", "sde", "seed"):
-        if spec.grid == "uniform" or kind == "seed":
+    if method.takes_steps:
+        if spec.grid == "uniform" or method.stepping == "own_grid":
             options["steps"] = spec.steps
         else:
             options["grid"] = get_grid(spec.grid, spec.steps, schedule)
     else:
         options.update(rtol=spec.rtol, atol=spec.atol)
-    if kind == "sde":
+    if method.diffusion:
         options["diffusion"] = get_diffusion(spec.diffusion or "zero", **spec.diffusion_params)
-    if kind in ("sde", "seed"):
+    options.update(spec.method_params)
+    if method.draws_noise(spec.method_params):
         options["generator"] = spec.seed + 1
     return options
 
@@ -263,9 +270,10 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
 
 def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tensor, options: dict) -> dict:
     scores = {"gaussian_fit_w2": gaussian_fit_w2(x, target)}
-    # ODE methods: against the exact map of the same noise from t = 0. A grid that starts at a clipped
-    # t0 > 0 (karras, logsnr on paths with α_0 = 0) is charged for that choice: its error is included.
-    if get_method(spec.method).kind in ("fixed", "adaptive", "reference"):
+    # Deterministic methods: against the exact map of the same noise from t = 0. A start at a clipped t0 > 0 (karras
+    # and logsnr grids, edm_heun on paths with α_0 = 0) is charged for that choice: its error is included.
+    method = get_method(spec.method)
+    if not method.diffusion and not method.draws_noise(spec.method_params):
         if target.num_components == 1:
             reference = target.flow_map(noise, schedule)
         else:

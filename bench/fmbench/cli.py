@@ -92,7 +92,7 @@ def _list() -> int:
     from fmcore.grids import GRIDS
     from fmcore.models import OBJECTIVES
     from fmcore.schedules import SCHEDULES
-    from fmcore.solvers import DIFFUSIONS, METHODS, TABLEAUS
+    from fmcore.solvers import DIFFUSIONS, METHODS
     from fmcore.targets import TARGETS
 
     def parameters(registry, name) -> str:
@@ -103,12 +103,14 @@ def _list() -> int:
         print(f"{title}:")
         for name in sorted(registry):
             print(f"  {name:18s} {parameters(registry, name)}")
-    print("methods (name, kind, order / stages for fixed-step tableaus):")
+    print("methods (name, family, takes, order, options):")
     for name in sorted(METHODS):
         method = METHODS[name]
-        order = f"order {TABLEAUS[name].order}, {method.stages} stage(s)" if name in TABLEAUS else (
-            f"{method.stages} stage(s)" if method.stages else "")
-        print(f"  {name:18s} {method.kind:10s} {order}")
+        takes = "rtol/atol" if method.adaptive else "steps" if method.stepping == "own_grid" else "steps or grid"
+        takes += " + diffusion" if method.diffusion else ""
+        order = f"order {method.order}" if method.order else ""
+        options = ", ".join(f"{key}={value}" for key, value in method.options.items())
+        print(f"  {name:18s} {method.family:24s} {takes:26s} {order:8s} {options}")
     print("fields: analytic, " + ", ".join(f"learned:{objective}" for objective in OBJECTIVES))
     print("presets:")
     for name, path in presets().items():

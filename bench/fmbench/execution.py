@@ -39,14 +39,6 @@ from fmcore.solvers.tableaus import TABLEAUS
 
 EXECUTIONS = ("eager", "cuda_graph", "compile")
 
-_HOST_BOUND = {
-    "adaptive": "its step-size control decides on the host after every step",
-    "reference": "SciPy integrates on the host",
-    "sde": "its Brownian increments come from a CPU generator (the same noise on every device)",
-    "seed": "its noise comes from a CPU generator (the same noise on every device)",
-}
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What one run of a prepared sampler gives: the output, its NFE and the time the solve started."""
@@ -104,11 +96,14 @@ def _eager(field, x0: Tensor, method: str, options: dict) -> Callable[[], Outcom
 
 def _fixed_step_plan(field, method: str, options: dict):
     """The tableau and the CPU grid of a cell that can run without the host, or :class:`Fallback` saying why not."""
-    kind = get_method(method).kind
-    if kind in _HOST_BOUND:
-        raise Fallback(f"{method} cannot run without the host: {_HOST_BOUND[kind]}")
+    declared = get_method(method)
+    if declared.adaptive:
+        raise Fallback(f"{method} cannot run without the host: its step-size control decides on the host after every step")
+    if declared.draws_noise(options):
+        raise Fallback(f"{method} cannot run without the host: its noise comes from a CPU generator (the same noise on "
+                       "every device)")
     if method not in TABLEAUS:
-        raise Fallback(f"{method} is not one of our Butcher-tableau methods (it runs in another library's loop)")
+        raise Fallback(f"{method} is not one of our Butcher-tableau methods (the device-only loop runs tableaus)")
     if not callable(getattr(field, "velocity_unchecked", None)):
         raise Fallback(f"{type(field).__name__} has no velocity_unchecked (an evaluation with no host synchronisation)")
     grid = options.get("grid")

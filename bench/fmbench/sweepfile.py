@@ -62,7 +62,7 @@ except ModuleNotFoundError:  # Python 3.10
 PRESETS_DIR = Path(__file__).parent / "presets"
 SPEC_FIELDS = {f.name for f in fields(CellSpec)}
 PARAMETER_MAPS = {"target_params": ("target", TARGETS), "schedule_params": ("schedule", SCHEDULES),
-                  "diffusion_params": ("diffusion", DIFFUSIONS)}
+                  "diffusion_params": ("diffusion", DIFFUSIONS), "method_params": ("method", METHODS)}
 TABLES = {"sweep", "solver", "plugins"}
 
 
@@ -176,10 +176,10 @@ def _problems(cell: CellSpec) -> list[str]:
         if not isinstance(name, str) or name not in registry:
             problems.append(f"unknown {axis} {name!r}; valid names: {sorted(registry)}")
     try:
-        kind = get_method(cell.method).kind  # also makes a tableau registered by a plugin a method
+        method = get_method(cell.method)  # also makes a tableau registered by a plugin a method
     except (KeyError, TypeError):
         problems.append(f"unknown method {cell.method!r}; valid names: {sorted(METHODS)}")
-        kind = None
+        method = None
     if cell.field != "analytic" and cell.learned_objective() not in OBJECTIVES:
         problems.append(f"field must be 'analytic' or 'learned:<objective>' with objective in {list(OBJECTIVES)}, "
                         f"got {cell.field!r}")
@@ -199,12 +199,22 @@ def _problems(cell: CellSpec) -> list[str]:
         problems.append(f"seed must be an integer ≥ 0, got {cell.seed!r}")
     if not isinstance(cell.timing_repeats, int) or isinstance(cell.timing_repeats, bool) or cell.timing_repeats < 0:
         problems.append(f"timing_repeats must be an integer ≥ 0, got {cell.timing_repeats!r}")
-    if kind in ("fixed", "sde", "seed"):
+    if method is not None:
+        problems += _method_problems(cell, method)
+    if not problems:
+        problems += _build_problems(cell)
+    return problems
+
+
+def _method_problems(cell: CellSpec, method) -> list[str]:
+    """What the method's declaration says the cell cannot ask of it."""
+    problems = []
+    if method.takes_steps:
         if not _positive_int(cell.steps):
-            problems.append(f"steps must be an integer ≥ 1 for {kind} method {cell.method!r}, got {cell.steps!r}")
+            problems.append(f"steps must be an integer ≥ 1 for fixed-step method {cell.method!r}, got {cell.steps!r}")
         if cell.rtol is not None or cell.atol is not None:
-            problems.append(f"rtol/atol do not apply to {kind} method {cell.method!r} (it takes steps)")
-    if kind in ("adaptive", "reference"):
+            problems.append(f"rtol/atol do not apply to fixed-step method {cell.method!r} (it takes steps)")
+    if method.adaptive:
         if cell.steps is not None:
             problems.append(f"steps do not apply to adaptive method {cell.method!r} (it takes rtol/atol)")
         if cell.grid != "uniform":
@@ -213,15 +223,19 @@ def _problems(cell: CellSpec) -> list[str]:
             value = getattr(cell, name)
             if value is not None and not _positive_number(value):
                 problems.append(f"{name} must be a number > 0, got {value!r}")
-    if kind == "seed" and cell.grid != "uniform":
+    if method.stepping == "own_grid" and cell.grid != "uniform":
         problems.append(f"{cell.method!r} runs on its own grid; grid must be 'uniform'")
-    if kind == "sde":
+    if method.diffusion:
         if cell.diffusion not in DIFFUSIONS:
             problems.append(f"{cell.method!r} needs a diffusion, one of {sorted(DIFFUSIONS)}; got {cell.diffusion!r}")
     elif cell.diffusion is not None:
-        problems.append(f"a diffusion applies to SDE methods only; {cell.method!r} is {kind}")
-    if not problems:
-        problems += _build_problems(cell)
+        problems.append(f"a diffusion applies to reverse-SDE methods only; {cell.method!r} takes none")
+    unknown = sorted(set(cell.method_params) - set(method.options))
+    if unknown:
+        problems.append(f"method {cell.method!r} takes no option(s) {unknown}; its options: {sorted(method.options) or 'none'}")
+    for name, value in cell.method_params.items():
+        if name in method.options and not (_positive_number(value) or value == 0):
+            problems.append(f"method option {name} must be a number ≥ 0, got {value!r}")
     return problems
 
 

@@ -1,19 +1,12 @@
 """Samplers: explicit Runge–Kutta on any grid, torchdiffeq (adaptive and fixed-grid), SciPy references,
-Euler–Maruyama for the reverse SDE, and the likelihood ODE — all through :func:`sample` / :func:`log_likelihood`."""
+Euler–Maruyama for the reverse SDE, diffusion samplers (DDIM, DPM-Solver++, EDM), and the likelihood ODE — all
+through :func:`sample` / :func:`log_likelihood`."""
 
 from .counting import CountingField, FieldOutputError, SolverBudgetError
 from .diffusions import DIFFUSIONS, Diffusion, get_diffusion, register_diffusion
 from .errors import SolverDivergenceError
-from .sampling import (
-    METHODS,
-    LikelihoodResult,
-    Method,
-    SampleResult,
-    get_method,
-    log_likelihood,
-    register_method,
-    sample,
-)
+from .methods import METHODS, Method, SolveRequest, get_method, register_method
+from .sampling import LikelihoodResult, SampleResult, log_likelihood, sample
 from .tableaus import TABLEAUS, ButcherTableau, register_tableau
 
 __all__ = [
@@ -28,6 +21,7 @@ __all__ = [
     "SampleResult",
     "SolverBudgetError",
     "SolverDivergenceError",
+    "SolveRequest",
     "TABLEAUS",
     "get_diffusion",
     "get_method",

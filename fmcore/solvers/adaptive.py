@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .errors import SolverDivergenceError
+from .methods import Method, register_method
 
 TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 TORCHDIFFEQ_FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
@@ -83,3 +84,28 @@ def integrate_scipy(
     path = torch.from_numpy(solution.y.T.copy()).view(-1, n, d).to(dtype=x0.dtype, device=x0.device)
     info = {"nfev": int(solution.nfev), "njev": int(solution.njev), "nlu": int(solution.nlu)}
     return path[-1], (path if return_trajectory else None), info
+
+
+# ---------------------------------------------------------------------- registration
+
+_TORCHDIFFEQ_STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+_TORCHDIFFEQ_ORDERS = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+
+
+def _torchdiffeq(name: str):
+    return lambda r: integrate_torchdiffeq(r.field, r.x0, r.grid, name, r.rtol, r.atol, r.return_trajectory)
+
+
+def _scipy(name: str):
+    return lambda r: integrate_scipy(r.field, r.x0, r.grid, name, r.rtol, r.atol, r.return_trajectory)
+
+
+for _name in TORCHDIFFEQ_FIXED:  # torchdiffeq's fixed-grid peers; its "rk4" is the 3/8 rule (our rk38)
+    register_method(Method(f"tdq_{_name}", _torchdiffeq(_name), stages=_TORCHDIFFEQ_STAGES[_name],
+                           order=_TORCHDIFFEQ_ORDERS[_name], family="torchdiffeq fixed-grid"))
+for _name in TORCHDIFFEQ_ADAPTIVE:
+    register_method(Method(_name, _torchdiffeq(_name), stepping="adaptive", tolerances=(1e-7, 1e-9),
+                           family="torchdiffeq adaptive"))
+for _name in SCIPY_METHODS:  # float64 references; tight default tolerances
+    register_method(Method(f"scipy_{_name.lower()}", _scipy(_name), stepping="adaptive", tolerances=(1e-10, 1e-10),
+                           family="SciPy reference"))

@@ -23,7 +23,8 @@ class SolverBudgetError(RuntimeError):
 
 
 class CountingField:
-    """Wraps a field; every call of the velocity, the score or both together counts as one evaluation.
+    """Wraps a field; every call of the velocity, the score, a data or noise prediction, or velocity and score
+    together counts as one evaluation.
 
     ``velocity_and_score`` counts once when the field provides it (one network pass, or one shared
     evaluation of the closed forms); otherwise it falls back to two calls and counts two.
@@ -76,6 +77,14 @@ class CountingField:
         self._count(t)
         velocity, score = joint(self._time(t), x)
         return self._checked(velocity, x, "velocity"), self._checked(score, x, "score")
+
+    def data_prediction(self, t, x: Tensor) -> Tensor:
+        self._count(t)
+        return self._checked(self.field.data_prediction(self._time(t), x), x, "data prediction")
+
+    def noise_prediction(self, t, x: Tensor) -> Tensor:
+        self._count(t)
+        return self._checked(self.field.noise_prediction(self._time(t), x), x, "noise prediction")
 
     def divergence(self, t, x: Tensor) -> Tensor:
         self._count(t)

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 
 from .errors import SolverDivergenceError
-from .tableaus import ButcherTableau
+from .methods import Method, register_method
+from .tableaus import TABLEAUS, ButcherTableau
 
 
 def rk_step(field: Callable, x: Tensor, t, t_next, h: float, tableau: ButcherTableau) -> Tensor:
@@ -92,3 +93,14 @@ def is_finite(x: Tensor) -> bool:
     if bool(torch.isfinite(x.sum())):
         return True
     return bool(torch.isfinite(x).all())
+
+
+def register_tableau_method(tableau: ButcherTableau) -> Method:
+    """A Butcher tableau is a fixed-step method of the same name (``stages`` NFE per step)."""
+    integrate = lambda r: integrate_explicit_rk(r.field, r.x0, r.grid, tableau, r.return_trajectory)  # noqa: E731
+    return register_method(Method(tableau.name, integrate, stages=tableau.stages, order=tableau.order,
+                                  family="explicit Runge–Kutta"))
+
+
+for _tableau in TABLEAUS.values():
+    register_tableau_method(_tableau)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from .diffusions import Diffusion
 from .errors import SolverDivergenceError
+from .methods import Method, register_method
 from .runge_kutta import is_finite
 
 
@@ -46,3 +47,11 @@ def integrate_euler_maruyama(
         if trajectory is not None:
             trajectory.append(x)
     return x, (torch.stack(trajectory) if trajectory is not None else None), {}
+
+
+register_method(Method(
+    "euler_maruyama",
+    lambda r: integrate_euler_maruyama(r.field, r.x0, r.grid, r.diffusion, r.schedule, r.generator, r.return_trajectory),
+    stages=1, diffusion=True, random=True, predictions=("velocity", "score"), needs_schedule=True, order=1,
+    family="reverse SDE",
+))

@@ -24,9 +24,10 @@ import math
 import torch
 from torch import Tensor
 
-from .errors import SolverDivergenceError
-from .runge_kutta import is_finite
-from .sde import brownian_increment
+from ..solvers.errors import SolverDivergenceError
+from ..solvers.methods import Method, register_method
+from ..solvers.runge_kutta import is_finite
+from ..solvers.sde import brownian_increment
 
 
 def integrate_seed000_sde(field, x0: Tensor, steps: int, generator: torch.Generator, return_trajectory: bool = False):
@@ -50,3 +51,10 @@ def integrate_seed000_sde(field, x0: Tensor, steps: int, generator: torch.Genera
             trajectory.append(x)
     evaluated = torch.tensor([1.0 - t for t in seed_times], dtype=torch.float64)
     return x, (torch.stack(trajectory) if trajectory is not None else None), {"model_times": evaluated}
+
+
+register_method(Method(
+    "seed000_sde",
+    lambda r: integrate_seed000_sde(r.field, r.x0, len(r.grid) - 1, r.generator, r.return_trajectory),
+    stepping="own_grid", stages=1, random=True, order=1, family="reproduction (seed 000)",
+))

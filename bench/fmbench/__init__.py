@@ -10,5 +10,6 @@ from fmbench.threads import prefer_passive_wait  # imports no torch
 prefer_passive_wait()
 
 import fmcore  # noqa: E402, F401 — after the wait policy is set
+from fmbench import peers  # noqa: E402, F401 — registers the peer adapters (their libraries load on first use)
 
 __version__ = "0.2.0"

@@ -20,7 +20,8 @@ against the truth:
 
 A cell that fails (bad spec, diverging solve) returns a row with ``status = "failed"`` and the error;
 it never raises (but a ``KeyboardInterrupt`` goes through, so Ctrl-C stops a sweep), so no finished result of
-a sweep is lost. A CUDA cell on a machine without CUDA is a row with ``status = "skipped"`` and the reason.
+a sweep is lost. A CUDA cell on a machine without CUDA, or a peer's cell where that library is not installed, is
+a row with ``status = "skipped"`` and the reason.
 
 Timing and accuracy share the cell like this: the sampler runs once, scored and timed (``wall_s``); with
 ``timing_repeats = k > 0`` it runs k more times, timed only, and ``wall_s`` is the median of those (the first,
@@ -45,6 +46,7 @@ import torch
 
 from fmbench.calibration import calibration_seconds
 from fmbench.execution import prepare
+from fmbench.peers import PeerUnavailable
 from fmbench.roofline import velocity_cost
 from fmbench.timing import synchronize
 from fmcore import AnalyticField, get_schedule, get_target
@@ -259,6 +261,8 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
         if spec.field == "analytic":  # the velocity's cost model × NFE: the report places it on the roofline
             row["field_gflop"] = velocity_cost(target, spec.n, torch.finfo(dtype).bits // 8).flops * result.nfe / 1e9
         row.update(_score(spec, target, schedule, noise, x, options))
+    except PeerUnavailable as error:  # a peer library that is not installed here: like a CUDA cell without CUDA
+        row.update(status="skipped", error=str(error))
     except Exception as error:  # noqa: BLE001 — a failing cell is recorded, never raised
         row.update(status="failed", error=f"{type(error).__name__}: {error}",
                    traceback=traceback.format_exc(limit=3))

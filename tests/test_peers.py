@@ -116,3 +116,14 @@ def test_peers_are_installed_beside_the_pinned_torch():
     for package, version in PEER_VERSIONS.items():
         assert metadata.version(package) == version
     k_diffusion_sampling()  # loads without torchvision
+
+
+def test_torchode_fixed_steps_can_take_one_more_step():
+    """torchode's FixedStepController accumulates t += dt: where 1/N is not exact in binary the sum can fall an ulp
+    short of t_end, and it takes an extra, vanishing step — one more NFE, the same output."""
+    _needs("torchode")
+    field, x0 = _field("cond_ot")
+    extra = {steps: sample(field, x0, "peer:torchode/euler", steps=steps).nfe - steps for steps in (5, 6, 7, 10, 12, 16)}
+    assert extra == {5: 0, 6: 1, 7: 1, 10: 1, 12: 0, 16: 0}
+    theirs, ours = sample(field, x0, "peer:torchode/euler", steps=7), sample(field, x0, "euler", steps=7)
+    assert float((theirs.x - ours.x).abs().max()) < 1e-14

@@ -120,8 +120,9 @@ def test_torchdiffeq_rk4_is_the_three_eighths_rule(anisotropic):
     torch.testing.assert_close(euler.x, tdq_euler.x, rtol=1e-14, atol=1e-14)
 
 
-@pytest.mark.parametrize("method", sorted(name for name, spec in METHODS.items()
-                                          if spec.stepping == "grid" and spec.stages and not spec.diffusion))
+@pytest.mark.parametrize("method", sorted(name for name, spec in METHODS.items()  # peers: tests/test_peers.py
+                                          if spec.stepping == "grid" and spec.stages and not spec.diffusion
+                                          and not name.startswith("peer:")))
 def test_fixed_step_nfe_is_stages_times_steps(method):
     field = AnalyticField(get_target("seed000"), get_schedule("cond_ot"))
     x0 = torch.randn(8, 3, dtype=torch.float64)

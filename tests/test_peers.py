@@ -1,5 +1,5 @@
 """Peer adapters: each peer's sampler against ours for the same method, and the findings about where they differ.
-Each test skips, with the reason, when its peer is not installed (tox installs them: ``python -m fmbench.peers``)."""
+Each test skips, with the reason, when its peer is not installed (tox installs them: ``fmbench install-peers``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _needs(module: str) -> None:
         except PeerUnavailable as error:
             pytest.skip(str(error))
     else:
-        pytest.importorskip(module, reason=f"{module} is not installed (python -m fmbench.peers install)")
+        pytest.importorskip(module, reason=f"{module} is not installed (fmbench install-peers)")
 
 
 def _field(schedule_name: str = "cosine"):

@@ -6,6 +6,7 @@
     fmbench list
     fmbench export RUN_DIR --csv FILE
     fmbench compare BASELINE_DIR RUN_DIR [--markdown FILE] [--timing] [--threshold X]
+    fmbench install-peers [PIP OPTIONS]
 
 ``run`` checks the whole sweep, runs the cells not yet saved ``ok`` in ``DIR`` (default
 ``results/runs/<preset>``; a rerun resumes, retrying failed cells), and writes ``DIR/report.md`` whatever
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a run's rows, in sweep order, to a CSV file")
     export.add_argument("out", type=Path)
     export.add_argument("--csv", type=Path, required=True)
+    install_peers = commands.add_parser("install-peers", help="install the peer libraries beside the pinned torch "
+                                        "(without their declared requirements; README, Peers)")
+    install_peers.add_argument("pip_args", nargs=argparse.REMAINDER, help="extra pip options")
     compare = commands.add_parser("compare", help="check a run against a baseline, cell by cell; exit 1 on a regression")
     compare.add_argument("baseline", type=Path)
     compare.add_argument("run", type=Path)
@@ -160,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if args.command == "compare":
             return _compare(args)
+        if args.command == "install-peers":
+            from fmbench.peers import install
+
+            install(args.pip_args)
+            return EXIT_OK
         return _export(args)
     except SweepError as error:
         return _error(str(error))

@@ -22,7 +22,7 @@ library                     how it is driven
 =========================== ============================================================================
 
 A peer that is not installed makes its cells rows with ``status = "skipped"`` and the reason (install them with
-``python -m fmbench.peers install``, which keeps the pinned torch: README, "Peers").
+``fmbench install-peers``, which keeps the pinned torch: README, "Peers").
 
 k-diffusion's package ``__init__`` imports its training stack (torchvision, scikit-image, CLIP, wandb), which
 cannot be installed beside the pinned CPU torch; the adapter loads its ``sampling`` module (and the ``utils``
@@ -59,7 +59,7 @@ def _import(module: str):
     except Exception as error:  # noqa: BLE001 — any import failure means the peer cannot run here
         package = PEER_PACKAGES[module.split(".")[0]]
         raise PeerUnavailable(f"{package} is not available ({type(error).__name__}: {error}); install the peers with "
-                              "`python -m fmbench.peers install`") from None
+                              "`fmbench install-peers`") from None
 
 
 # ---------------------------------------------------------------------- ODE peers on the velocity
@@ -127,7 +127,7 @@ def k_diffusion_sampling():
         return sys.modules["k_diffusion.sampling"]
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
-        raise PeerUnavailable("k-diffusion is not installed; install the peers with `python -m fmbench.peers install`")
+        raise PeerUnavailable("k-diffusion is not installed; install the peers with `fmbench install-peers`")
     try:
         importlib.import_module("torchvision.transforms.functional")
     except Exception:  # noqa: BLE001 — no usable torchvision: utils only needs the name for its image helpers
@@ -221,8 +221,3 @@ def install(pip_args: list[str] | None = None) -> None:
         raise SystemExit(f"installing the peers changed torch from {before} to {after}")
     print(f"peers installed ({', '.join(packages)}); torch is still {after}")
 
-
-if __name__ == "__main__":
-    if sys.argv[1:2] != ["install"]:
-        raise SystemExit("usage: python -m fmbench.peers install [pip options]")
-    install(sys.argv[2:])

@@ -88,8 +88,7 @@ def integrate_scipy(
 
 # ---------------------------------------------------------------------- registration
 
-_TORCHDIFFEQ_STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
-_TORCHDIFFEQ_ORDERS = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+_TORCHDIFFEQ_STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}  # each of order = its stages
 
 
 def _torchdiffeq(name: str):
@@ -102,7 +101,7 @@ def _scipy(name: str):
 
 for _name in TORCHDIFFEQ_FIXED:  # torchdiffeq's fixed-grid peers; its "rk4" is the 3/8 rule (our rk38)
     register_method(Method(f"tdq_{_name}", _torchdiffeq(_name), stages=_TORCHDIFFEQ_STAGES[_name],
-                           order=_TORCHDIFFEQ_ORDERS[_name], family="torchdiffeq fixed-grid"))
+                           order=_TORCHDIFFEQ_STAGES[_name], family="torchdiffeq fixed-grid"))
 for _name in TORCHDIFFEQ_ADAPTIVE:
     register_method(Method(_name, _torchdiffeq(_name), stepping="adaptive", tolerances=(1e-7, 1e-9),
                            family="torchdiffeq adaptive"))

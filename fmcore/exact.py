@@ -10,9 +10,10 @@ score are affine in x and diagonal in the target's eigenbasis. In the coordinate
     s_j(t, z) = -\frac{z_j - \alpha_t m_j}{c_j},\quad c_j = \alpha_t^2\lambda_j + \sigma_t^2 .
 
 So every method of this suite — each explicit Runge–Kutta tableau, Euler–Maruyama with any diffusion, seed
-000's sampler — maps the initial noise :math:`z_0 \sim N(0, \sigma_0^2)` (and, for SDE methods, the injected
-Gaussian increments) affinely: :math:`z_N = P z_0 + Q + \sum_i R_i\xi_i` per eigendirection. This module runs
-each method's *own* recursion, on its own grid, on the coefficients :math:`(P, Q, W = \sum_i R_i^2)` in float64:
+000's sampler, the deterministic diffusion samplers — maps the initial noise :math:`z_0 \sim N(0, \sigma_0^2)`
+(and, for SDE methods, the injected Gaussian increments) affinely: :math:`z_N = P z_0 + Q + \sum_i R_i\xi_i` per
+eigendirection. This module runs each method's *own* recursion, on its own grid, on the coefficients
+:math:`(P, Q, W = \sum_i R_i^2)` in float64:
 
 * an explicit RK step with tableau (c, A, b) on :math:`z' = A(t)z + B(t)` has stages
   :math:`k_i = K_i z + L_i` with :math:`K_i = A(t + c_ih)(1 + h\sum_j a_{ij}K_j)`,
@@ -20,6 +21,9 @@ each method's *own* recursion, on its own grid, on the coefficients :math:`(P, Q
   :math:`z \mapsto (1 + h\sum_i b_iK_i)z + h\sum_i b_iL_i`;
 * an Euler–Maruyama step with diffusion g is :math:`z \mapsto (1 + hA)z + hB + g\sqrt h\,\xi` with the drift
   :math:`A = a - \tfrac12 g^2/c`, :math:`B = (\dot\alpha - a\alpha)m + \tfrac12 g^2\alpha m/c`.
+
+The deterministic diffusion samplers (``ddim``, ``dpmpp_2m``, ``edm_heun``) are affine too but not tableaus: their
+(P, Q) are read off their own float64 run on d + 1 probes (:data:`PROBED_METHODS`).
 
 The output law is :math:`N(UQ,\ U\operatorname{diag}(\sigma_0^2P^2 + W)U^\top)`, so its W2 to the target is exact
 (:meth:`ExactLaw.w2_to_target`, the Bures distance of two laws with a common eigenbasis). For ODE methods (W = 0)
@@ -41,8 +45,10 @@ import torch
 from torch import Tensor
 
 from ._checks import check_instance, check_number
+from .fields import AnalyticField
 from .grids import check_grid, get_grid
 from .schedules import Schedule
+from .solvers import sample
 from .solvers.diffusions import Diffusion
 from .solvers.tableaus import TABLEAUS, ButcherTableau
 from .targets import GaussianMixture
@@ -127,10 +133,29 @@ EXACT_METHODS: dict[str, str] = {"euler_maruyama": "sde", "seed000_sde": "seed"}
 """Methods with an exact law beyond the Runge–Kutta tableaus (every registered tableau has one), and
 torchdiffeq's fixed-grid methods that are one of our tableaus step for step."""
 TORCHDIFFEQ_EQUIVALENTS = {"tdq_euler": "euler", "tdq_midpoint": "midpoint", "tdq_heun2": "heun", "tdq_rk4": "rk38"}
+PROBED_METHODS = ("ddim", "dpmpp_2m", "edm_heun")
+"""Deterministic diffusion samplers (at their default options: η = 0, no churn). Their steps are affine in x on a
+Gaussian target but are not tableaus, so their (P, Q) are read off the sampler itself, run in float64 on the d + 1
+probes 0 and the target's eigenvectors (the map is diagonal in that basis, which is checked)."""
 
 
 def has_exact_law(method: str) -> bool:
-    return method in TABLEAUS or method in EXACT_METHODS or method in TORCHDIFFEQ_EQUIVALENTS
+    return method in TABLEAUS or method in EXACT_METHODS or method in TORCHDIFFEQ_EQUIVALENTS or method in PROBED_METHODS
+
+
+def _probed_law(target: GaussianMixture, schedule: Schedule, method: str, steps, grid) -> ExactLaw:
+    """``(P, Q)`` of a deterministic sampler from its own run on the probes 0 and u_1, …, u_d (see
+    :data:`PROBED_METHODS`): z_N(0) = Q and z_N(e_j) − Q = P e_j."""
+    basis = torch.eye(target.dim, dtype=F64) if target.eigenvectors is None else target.eigenvectors[0]
+    probes = torch.cat([torch.zeros(1, target.dim, dtype=F64), basis.T])
+    result = sample(AnalyticField(target, schedule), probes, method, steps=steps, grid=grid)
+    rotated = result.x @ basis
+    offset, response = rotated[0], rotated[1:] - rotated[0]
+    gain = torch.diagonal(response).clone()
+    coupling = float((response - torch.diag(gain)).abs().max())
+    if coupling > 1e-9 * max(1.0, float(gain.abs().max())):
+        raise RuntimeError(f"{method} coupled the target's eigendirections ({coupling:.3g}): its map is not diagonal")
+    return ExactLaw(target, schedule, gain, offset, torch.zeros_like(gain), schedule.prior_std, result.t0)
 
 
 @dataclass(frozen=True)
@@ -227,7 +252,11 @@ def exact_output_law(
         raise ValueError(f"the exact law is for Gaussian targets (K = 1); this mixture has K = {target.num_components}")
     if not isinstance(method, str) or not has_exact_law(method):
         raise KeyError(f"no exact law for method {method!r}; methods with one: "
-                       f"{sorted(set(TABLEAUS) | set(EXACT_METHODS) | set(TORCHDIFFEQ_EQUIVALENTS))}")
+                       f"{sorted(set(TABLEAUS) | set(EXACT_METHODS) | set(TORCHDIFFEQ_EQUIVALENTS) | set(PROBED_METHODS))}")
+    if method in PROBED_METHODS:
+        if diffusion is not None:
+            raise ValueError(f"diffusion applies to euler_maruyama only, not {method!r}")
+        return _probed_law(target, schedule, method, steps, grid)
     method = TORCHDIFFEQ_EQUIVALENTS.get(method, method)
     if method == "euler_maruyama":
         check_instance("diffusion", diffusion, Diffusion, "fmcore.solvers.get_diffusion(name, ...)")

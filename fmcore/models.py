@@ -188,15 +188,18 @@ class LearnedField:
         device in [0, 1], ``x`` a finite ``(n, d)`` tensor of the model's dtype. For CUDA graphs and
         ``torch.compile``; nothing checks the input (see :meth:`fmcore.targets.GaussianMixture.velocity_unchecked`)."""
         t_points = t.clamp(*self.clip["velocity"]).expand(x.shape[0])
-        conversion, output = _CONVERSIONS[self.objective]["velocity"], self._forward(t_points, x)
-        return output if conversion is _IDENTITY else conversion(self.schedule.values(t_points), x, output)
+        return self._convert("velocity", t_points, x, self._forward(t_points, x))
 
-    def _prediction(self, prediction: str, t, x: Tensor) -> Tensor:
-        t_tensor, output = self._network(t, x, self.clip[prediction])
+    def _convert(self, prediction: str, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        """The network's ``output`` at ``(t, x)`` as ``prediction`` (velocity, score, data or noise)."""
         conversion = _CONVERSIONS[self.objective][prediction]
         if conversion is _IDENTITY:  # the network predicts this already: no schedule values needed
             return output
-        return conversion(self.schedule.values(t_tensor), x, output)
+        return conversion(self.schedule.values(t), x, output)
+
+    def _prediction(self, prediction: str, t, x: Tensor) -> Tensor:
+        t_tensor, output = self._network(t, x, self.clip[prediction])
+        return self._convert(prediction, t_tensor, x, output)
 
     def __call__(self, t, x: Tensor) -> Tensor:
         return self._prediction("velocity", t, x)

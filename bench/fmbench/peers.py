@@ -159,14 +159,16 @@ def _k_diffusion(name: str):
         values = [schedule(t) for t in times]
         alphas = [float(v.alpha) for v in values]
         levels = [float(v.sigma) / a for v, a in zip(values, alphas, strict=True)]
-        time_of = {level: t for level, t in zip(levels, times, strict=True)}
+        point_of = {level: (t, alpha) for level, t, alpha in zip(levels, times, alphas, strict=True)}
 
         def denoiser(x_scaled: Tensor, level: Tensor) -> Tensor:
             value = float(level.reshape(-1)[0])
-            t = time_of.get(value)
-            if t is None:  # a level off the grid (churn): the time where σ/α is that level
+            if value in point_of:
+                t, alpha = point_of[value]
+            else:  # a level off the grid (churn): the time where σ/α is that level
                 t = float(schedule.t_from_snr(1.0 / value))
-            return request.field.data_prediction(t, float(schedule(t).alpha) * x_scaled)
+                alpha = float(schedule(t).alpha)
+            return request.field.data_prediction(t, alpha * x_scaled)
 
         sigmas = torch.tensor(levels, dtype=x0.dtype, device=x0.device)
         options = {"disable": True}

@@ -141,6 +141,7 @@ def integrate_edm_heun(field, x0: Tensor, grid: Tensor, schedule, churn: float, 
     times = grid.tolist()
     steps = len(times) - 1
     gamma = min(churn / steps, math.sqrt(2.0) - 1.0) if churn > 0 else 0.0
+    lowest_snr = float(schedule.snr(0.0)) if gamma > 0.0 else math.inf  # the noisiest level the path reaches
     x, points = x0, ([x0] if return_trajectory else None)
     for step, (s, t) in enumerate(zip(times[:-1], times[1:], strict=True)):
         alpha_s, sigma_s = _values(schedule, s)
@@ -150,7 +151,7 @@ def integrate_edm_heun(field, x0: Tensor, grid: Tensor, schedule, churn: float, 
         level_s, level_t = sigma_s / alpha_s, sigma_t / alpha_t
         scaled = x / alpha_s
         raised = level_s * (1.0 + gamma)
-        if gamma > 0.0 and 1.0 / raised >= float(schedule.snr(0.0)):  # churn: to the time where σ̃ = (1 + γ) σ̃_s
+        if gamma > 0.0 and 1.0 / raised >= lowest_snr:  # churn: to the time where σ̃ = (1 + γ) σ̃_s
             scaled = scaled + math.sqrt(raised**2 - level_s**2) * brownian_increment(scaled.shape, generator, scaled)
             s_hat = max(0.0, float(schedule.t_from_snr(1.0 / raised)))
             alpha_s, sigma_s = _values(schedule, s_hat)
@@ -170,30 +171,20 @@ def integrate_edm_heun(field, x0: Tensor, grid: Tensor, schedule, churn: float, 
 
 # ---------------------------------------------------------------------- registration
 
-_COMMON = {"predictions": ("data",), "needs_schedule": True, "stages": 1}
-register_method(Method(
-    "ddim", lambda r: integrate_ddim(r.field, r.x0, r.grid, r.schedule, r.options["eta"], r.generator, r.return_trajectory),
-    options={"eta": 0.0}, random="eta", order=1, family="diffusion", **_COMMON,
-))
-register_method(Method(
-    "euler_ancestral",
-    lambda r: integrate_ddim(r.field, r.x0, r.grid, r.schedule, r.options["eta"], r.generator, r.return_trajectory,
-                             "euler_ancestral"),
-    options={"eta": 1.0}, random="eta", order=1, family="diffusion", **_COMMON,
-))
-register_method(Method(
-    "dpmpp_2m", lambda r: integrate_dpmpp_2m(r.field, r.x0, r.grid, r.schedule, 0.0, None, r.return_trajectory),
-    order=2, family="diffusion", **_COMMON,
-))
-register_method(Method(
-    "dpmpp_2m_sde",
-    lambda r: integrate_dpmpp_2m(r.field, r.x0, r.grid, r.schedule, r.options["eta"], r.generator, r.return_trajectory,
-                                 "dpmpp_2m_sde"),
-    options={"eta": 1.0}, random="eta", order=1, family="diffusion", **_COMMON,
-))
-register_method(Method(
-    "edm_heun",
-    lambda r: integrate_edm_heun(r.field, r.x0, r.grid, r.schedule, r.options["churn"], r.generator, r.return_trajectory),
-    options={"churn": 0.0}, random="churn", predictions=("data",), needs_schedule=True, start=edm_start_time,
-    order=2, family="diffusion",
-))
+def _register(name: str, integrate, order: int, option: str | None = None, default: float = 0.0, **declared) -> None:
+    """One diffusion sampler: ``integrate(field, x0, grid, schedule, option value, generator, trajectory, name)``,
+    its own ``option`` (which makes it draw noise when > 0) at ``default``; a sampler without one gets 0."""
+    register_method(Method(
+        name,
+        lambda r: integrate(r.field, r.x0, r.grid, r.schedule, r.options.get(option, 0.0), r.generator,
+                            r.return_trajectory, name),
+        options={option: default} if option else {}, random=option or False, order=order, family="diffusion",
+        predictions=("data",), needs_schedule=True, **declared,
+    ))
+
+
+_register("ddim", integrate_ddim, order=1, option="eta", default=0.0, stages=1)
+_register("euler_ancestral", integrate_ddim, order=1, option="eta", default=1.0, stages=1)
+_register("dpmpp_2m", integrate_dpmpp_2m, order=2, stages=1)
+_register("dpmpp_2m_sde", integrate_dpmpp_2m, order=1, option="eta", default=1.0, stages=1)
+_register("edm_heun", integrate_edm_heun, order=2, option="churn", default=0.0, start=edm_start_time)

@@ -10,7 +10,8 @@ from importlib import metadata
 import pytest
 import torch
 from fmbench.cells import CellSpec, run_cell
-from fmbench.peers import PEER_VERSIONS, PeerUnavailable, k_diffusion_sampling
+from fmbench.peers import PEER_MARKERS, PEER_VERSIONS, PeerUnavailable, k_diffusion_sampling
+from packaging.markers import Marker
 
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.grids import get_grid
@@ -114,6 +115,8 @@ def test_peers_are_installed_beside_the_pinned_torch():
         pytest.skip("no torch pin to check (tox sets FMBENCH_EXPECTED_TORCH from its pin)")
     assert metadata.version("torch").split("+")[0] == expected.removeprefix("torch==")  # 2.13.0+cpu is 2.13.0
     for package, version in PEER_VERSIONS.items():
+        if package in PEER_MARKERS and not Marker(PEER_MARKERS[package]).evaluate():
+            continue  # not for this Python (diffusers needs ≥ 3.11)
         assert metadata.version(package) == version
     k_diffusion_sampling()  # loads without torchvision
 
@@ -127,3 +130,95 @@ def test_torchode_fixed_steps_can_take_one_more_step():
     assert extra == {5: 0, 6: 1, 7: 1, 10: 1, 12: 0, 16: 0}
     theirs, ours = sample(field, x0, "peer:torchode/euler", steps=7), sample(field, x0, "euler", steps=7)
     assert float((theirs.x - ours.x).abs().max()) < 1e-14
+
+
+# (diffusers scheduler, our method on the same noise levels): DDPM's float32 α̅ table, read off by the adapter
+DIFFUSERS_PAIRS = [("ddim", "ddim"), ("dpmsolver++", "dpmpp_2m"), ("euler", "ddim"), ("heun", "edm_heun"),
+                   ("flow_match_euler", "ddim")]
+
+
+@pytest.mark.parametrize(("peer", "ours"), DIFFUSERS_PAIRS)
+@pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine"])
+def test_diffusers_schedulers_are_ours_on_their_noise_levels(peer, ours, schedule_name):
+    """Each scheduler, driven by the exact prediction at its own levels, takes our method's steps on those levels
+    (``result.grid``): the same output to float32 round-off (amplified up to 4e-6 relative along the way) —
+    diffusers keeps its tables in float32, and Euler, DPM-Solver and FlowMatch step a float64 sample in float32 —
+    and the same NFE. (Euler in σ̃ with ε, and Euler of
+    the flow in σ, are DDIM; diffusers' DPM-Solver++ ends with a first-order step to σ = 0, as ours does.)"""
+    _needs("diffusers")
+    field, x0 = _field(schedule_name)
+    theirs = sample(field, x0, f"peer:diffusers/{peer}", steps=12)
+    mine = sample(field, x0, ours, grid=theirs.grid)
+    assert theirs.nfe == mine.nfe
+    scale = float(mine.x.abs().max())
+    assert float((theirs.x - mine.x).abs().max()) < 1e-5 * scale  # 1.1e-6 … 4e-6 × scale measured (heun on cosine)
+    assert theirs.t0 == float(theirs.grid[0]) and float(theirs.grid[-1]) == 1.0  # all five end at the data
+
+
+@pytest.mark.parametrize(("peer", "ours", "class_name", "tables"), [
+    ("ddim", "ddim", "DDIMScheduler", ("alphas_cumprod", "final_alpha_cumprod")),
+    ("heun", "edm_heun", "HeunDiscreteScheduler", ("sigmas",)),
+])
+@pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine"])
+def test_diffusers_differs_from_ours_by_its_float32_tables_only(monkeypatch, peer, ours, class_name, tables, schedule_name):
+    """With its tables cast to float64, DDIM and Heun (which step the sample in its own dtype) are ours to 1e-12:
+    the differences above are the float32 tables. (Euler, DPM-Solver and FlowMatch cast the sample itself to
+    float32 in each step, so float64 tables alone do not change them.)"""
+    _needs("diffusers")
+    import diffusers
+
+    scheduler_class = getattr(diffusers, class_name)
+    set_timesteps = scheduler_class.set_timesteps
+
+    def in_float64(self, *args, **kwargs):
+        set_timesteps(self, *args, **kwargs)
+        for name in tables:
+            setattr(self, name, getattr(self, name).double())
+
+    monkeypatch.setattr(scheduler_class, "set_timesteps", in_float64)
+    field, x0 = _field(schedule_name)
+    theirs = sample(field, x0, f"peer:diffusers/{peer}", steps=12)
+    mine = sample(field, x0, ours, grid=theirs.grid)
+    assert float((theirs.x - mine.x).abs().max()) < 1e-12
+
+
+def test_diffusers_ddim_leading_spacing_starts_short_of_pure_noise():
+    """DDIM's default "leading" spacing starts at timestep (N − 1)·⌊1000/N⌋ (800 for N = 5), not 999: the sampler
+    starts where α̅ is that timestep's, at our time of the same SNR."""
+    _needs("diffusers")
+    import diffusers
+
+    field, x0 = _field("cond_ot")
+    table = diffusers.DDIMScheduler().alphas_cumprod.double()
+    for steps, first in ((5, 800), (10, 900), (50, 980)):
+        result = sample(field, x0, "peer:diffusers/ddim", steps=steps)
+        snr = float((table[first] / (1 - table[first])).sqrt())
+        assert result.t0 == pytest.approx(float(field.schedule.t_from_snr(snr)), rel=1e-12)
+
+
+def test_diffusers_unipc_is_refused_in_float64_and_converges_in_float32():
+    """diffusers' UniPC cannot step a float64 sample (its corrector's linalg.solve mixes dtypes): a clear error.
+    In float32 its error against the exact map from its start falls by ≥ 2.5× per doubling of N (second order
+    on DDPM's timestep grid, whose first steps are long in log-SNR; 2.2–3.1 measured for N = 5 … 160)."""
+    _needs("diffusers")
+    target = get_target("gaussian", d=4, condition_number=10)
+    schedule = get_schedule("cond_ot")
+    field = AnalyticField(target, schedule)
+    x0 = torch.randn(500, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="cannot step a float64 sample"):
+        sample(field, x0, "peer:diffusers/unipc", steps=8)
+    errors = []
+    for steps in (20, 40, 80):
+        result = sample(field, x0.float(), "peer:diffusers/unipc", steps=steps)
+        exact = target.flow_map(x0, schedule, t0=result.t0)
+        errors.append(float((result.x.double() - exact).norm(dim=1).mean()))
+    assert errors[0] / errors[1] > 2.5 and errors[1] / errors[2] > 2.5
+
+
+def test_diffusers_table_below_the_path_is_a_clear_error():
+    """DDPM's table starts at SNR 0.0064 (σ̃ = 157), below the vp path's SNR at t = 0 (0.0066): no time of
+    ours has that SNR, and the cell fails saying so."""
+    _needs("diffusers")
+    field, x0 = _field("vp")
+    with pytest.raises(ValueError, match="does not reach"):
+        sample(field, x0, "peer:diffusers/dpmsolver++", steps=8)

@@ -34,8 +34,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,7 +49,8 @@ from fmcore.solvers.diffusion_samplers import edm_start_time
 from fmcore.solvers.sde import brownian_increment
 
 PEER_PACKAGES = {"flow_matching": "flow-matching", "torchdyn": "torchdyn", "torchode": "torchode",
-                 "k_diffusion": "k-diffusion"}
+                 "k_diffusion": "k-diffusion",
+                 "diffusers": "diffusers"}
 
 
 class PeerUnavailable(RuntimeError):
@@ -128,11 +132,13 @@ def k_diffusion_sampling():
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
         raise PeerUnavailable("k-diffusion is not installed; install the peers with `fmbench install-peers`")
+    stand_ins = []
     try:
         importlib.import_module("torchvision.transforms.functional")
     except Exception:  # noqa: BLE001 — no usable torchvision: utils only needs the name for its image helpers
-        for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional"):
-            sys.modules.setdefault(name, types.ModuleType(name))
+        stand_ins = [name for name in ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+                     if name not in sys.modules]
+        sys.modules.update({name: types.ModuleType(name) for name in stand_ins})
     package = types.ModuleType("k_diffusion")
     package.__path__ = list(spec.submodule_search_locations)
     sys.modules.setdefault("k_diffusion", package)
@@ -148,6 +154,9 @@ def k_diffusion_sampling():
         for name in ("k_diffusion.utils", "k_diffusion.sampling"):
             sys.modules.pop(name, None)
         raise PeerUnavailable(f"k-diffusion's sampling module cannot be loaded ({type(error).__name__}: {error})") from None
+    finally:  # the stand-ins leave again: other libraries (diffusers) probe for torchvision with find_spec
+        for name in stand_ins:
+            sys.modules.pop(name, None)
     return sys.modules["k_diffusion.sampling"]
 
 
@@ -185,6 +194,131 @@ def _k_diffusion(name: str):
     return integrate
 
 
+# ---------------------------------------------------------------------- diffusers schedulers on their own tables
+
+
+@dataclass(frozen=True)
+class DiffusersScheduler:
+    """How one diffusers scheduler is driven.
+
+    ``class_name`` and the ``config`` it is built with (its defaults, except what is named there); ``latent``: the
+    coordinates of the sample it steps, ``model_input``: those of the sample its model sees (after its
+    ``scale_model_input``), each one of :data:`COORDINATES`; ``prediction``: what its model returns
+    (``epsilon``, ``v_prediction``, ``sample`` or ``flow``); ``levels``: where it keeps the noise level of the
+    sample at each model call (a key of :data:`LEVELS`).
+    """
+
+    class_name: str
+    latent: str
+    model_input: str
+    prediction: str
+    levels: str
+    config: Mapping[str, object] = field(default_factory=dict)
+    float64: bool = True
+    """False: it cannot step a float64 sample, and such a cell fails with that reason (UniPC in diffusers 0.42.1:
+    its corrector solves a float64 system with a float32 right-hand side, and ``torch.linalg.solve`` refuses)."""
+
+
+COORDINATES = ("vp", "edm", "flow")
+LEVELS = {"alphas_cumprod": "vp", "sigmas": "edm", "flow_sigmas": "flow"}
+"""Where a scheduler keeps its noise levels → the coordinates they are in: ᾱ at the integer timestep (DDIM); σ̃ =
+√((1 − ᾱ)/ᾱ) in ``sigmas[step_index]``; the flow path's σ in ``sigmas[step_index]``."""
+r"""``vp``: :math:`x = \sqrt{\bar\alpha}\,x_1 + \sqrt{1-\bar\alpha}\,\varepsilon` (DDPM's α̅ table); ``edm``:
+:math:`\tilde x = x_1 + \tilde\sigma\varepsilon`; ``flow``: :math:`x = (1-\sigma)x_1 + \sigma\varepsilon` (rectified
+flow). Every sample in them is ours at the time of the same SNR r = α/σ, rescaled (:func:`_coefficients`)."""
+
+
+def _snr_of_level(coordinates: str, level: float) -> float:
+    """r = α/σ of a noise level as the scheduler stores it: ᾱ (vp), σ̃ (edm), σ (flow)."""
+    if coordinates == "vp":
+        return math.inf if level >= 1.0 else math.sqrt(level / (1.0 - level))
+    if level <= 0.0:
+        return math.inf
+    return 1.0 / level if coordinates == "edm" else (1.0 - level) / level
+
+
+def _coefficients(coordinates: str, snr: float) -> tuple[float, float]:
+    """(c, e) with a sample at SNR r written c·x₁ + e·ε in these coordinates (c/e = r)."""
+    if math.isinf(snr):
+        return 1.0, 0.0
+    if coordinates == "vp":
+        return snr / math.sqrt(1.0 + snr * snr), 1.0 / math.sqrt(1.0 + snr * snr)
+    if coordinates == "edm":
+        return 1.0, 1.0 / snr
+    return snr / (1.0 + snr), 1.0 / (1.0 + snr)
+
+
+def _prediction(kind: str, data: Tensor, model_input: Tensor, c: float, e: float) -> Tensor:
+    """What the scheduler's model returns, from the data prediction D at a sample x = c·x₁ + e·ε:
+    ε̂ = (x − cD)/e; ``v_prediction`` cε̂ − eD (diffusers' v with α = c, σ = e); ``flow`` ε̂ − D (d x/dσ)."""
+    if kind == "sample":
+        return data
+    noise = (model_input - c * data) / e
+    return {"epsilon": noise, "v_prediction": c * noise - e * data, "flow": noise - data}[kind]
+
+
+def _diffusers(spec: DiffusersScheduler):
+    def integrate(request):
+        diffusers = _import("diffusers")
+        if not spec.float64 and request.x0.dtype == torch.float64:
+            raise ValueError(f"diffusers' {spec.class_name} cannot step a float64 sample (its corrector's "
+                             "torch.linalg.solve gets a float64 matrix and a float32 right-hand side); run it in float32")
+        scheduler = getattr(diffusers, spec.class_name)(**spec.config)
+        scheduler.set_timesteps(len(request.grid) - 1)
+        schedule, field_ = request.schedule, request.field
+
+        def current_snr(timestep) -> float:
+            if spec.levels == "alphas_cumprod":
+                return _snr_of_level("vp", float(scheduler.alphas_cumprod[int(timestep)]))
+            return _snr_of_level(LEVELS[spec.levels], float(scheduler.sigmas[scheduler.step_index or 0]))
+
+        def ours(snr: float) -> tuple[float, float, float]:
+            """Our time with this SNR, and α, σ there."""
+            try:
+                t = float(schedule.t_from_snr(snr))
+            except ValueError as error:  # e.g. DDPM's table reaches a lower SNR than the vp path at t = 0
+                raise ValueError(f"diffusers' {spec.class_name} steps through SNR α/σ = {snr:.6g}, which this path "
+                                 f"does not reach: {error}") from None
+            values = schedule(t)
+            return t, float(values.alpha), float(values.sigma)
+
+        times = []
+        latent = None
+        for timestep in scheduler.timesteps:
+            snr = current_snr(timestep)
+            t, _, sigma_t = ours(snr)
+            if latent is None:  # our x0 is the sample at the scheduler's first level, in its latent coordinates
+                latent = request.x0 * (_coefficients(spec.latent, snr)[1] / sigma_t)
+            if not times or times[-1] != t:
+                times.append(t)
+            model_input = scheduler.scale_model_input(latent, timestep) if spec.latent != spec.model_input else latent
+            c, e = _coefficients(spec.model_input, snr)
+            data = field_.data_prediction(t, model_input * (sigma_t / e))
+            output = _prediction(spec.prediction, data, model_input, c, e)
+            latent = scheduler.step(output, timestep, latent, return_dict=False)[0]
+        final = (float(scheduler.final_alpha_cumprod) if spec.levels == "alphas_cumprod" else float(scheduler.sigmas[-1]))
+        snr_end = _snr_of_level(LEVELS[spec.levels], final)
+        t_end, alpha_end, _ = ours(snr_end)
+        times.append(t_end)
+        x = latent.to(request.x0.dtype) * (alpha_end / _coefficients(spec.latent, snr_end)[0])
+        return x, None, {"model_times": torch.tensor(times, dtype=torch.float64)}
+
+    return integrate
+
+
+DIFFUSERS_SCHEDULERS = {
+    "ddim": DiffusersScheduler("DDIMScheduler", "vp", "vp", "epsilon", "alphas_cumprod", {"clip_sample": False}),
+    "dpmsolver++": DiffusersScheduler("DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas"),
+    "unipc": DiffusersScheduler("UniPCMultistepScheduler", "vp", "vp", "epsilon", "sigmas", float64=False),
+    "euler": DiffusersScheduler("EulerDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
+    "heun": DiffusersScheduler("HeunDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
+    "flow_match_euler": DiffusersScheduler("FlowMatchEulerDiscreteScheduler", "flow", "flow", "flow", "flow_sigmas"),
+}
+"""The diffusers schedulers scored, at their defaults (DDPM's linear β table from 1e-4 to 0.02 over 1000 steps;
+Heun's own 0.00085–0.012), except DDIM's ``clip_sample``, on by default, which clips the data prediction to
+[−1, 1] (an image range; our targets are not in it). ``peer:diffusers/<name>``."""
+
+
 # ---------------------------------------------------------------------- registration
 
 for _name, _stages in (("euler", 1), ("midpoint", 2), ("rk4", 4)):
@@ -199,14 +333,21 @@ for _name, _random in (("sample_euler", False), ("sample_heun", False), ("sample
         f"peer:k_diffusion/{_name.removeprefix('sample_')}", _k_diffusion(_name), predictions=("data",),
         needs_schedule=True, start=edm_start_time, random=_random, family="peer: k-diffusion",
     ))
+for _name, _scheduler in DIFFUSERS_SCHEDULERS.items():
+    register_method(Method(f"peer:diffusers/{_name}", _diffusers(_scheduler), stepping="own_grid",
+                           stages=None if _name == "heun" else 1, predictions=("data",), needs_schedule=True,
+                           family="peer: diffusers"))
 
 
 # ---------------------------------------------------------------------- installing the peers beside the pinned torch
 
-PEER_VERSIONS = {"flow-matching": "1.0.10", "torchdyn": "1.0.6", "torchode": "1.0.1", "k-diffusion": "0.1.1.post1"}
+PEER_VERSIONS = {"flow-matching": "1.0.10", "torchdyn": "1.0.6", "torchode": "1.0.1", "k-diffusion": "0.1.1.post1",
+                 "diffusers": "0.42.1"}
 """The peers, installed without their declared requirements: k-diffusion's and torchdyn's name torchvision (and
 torchdyn's pytorch-lightning stack, k-diffusion's training tools), whose only builds need a newer torch, so a plain
 install would replace the pinned torch and then fail to import. What they really import is the ``peers`` extra."""
+PEER_MARKERS = {"diffusers": "python_version >= '3.11'"}
+"""Environment markers: diffusers 0.42 needs Python ≥ 3.11; on 3.10 its cells are skipped rows, with the reason."""
 
 
 def install(pip_args: list[str] | None = None) -> None:
@@ -215,7 +356,8 @@ def install(pip_args: list[str] | None = None) -> None:
     from importlib import metadata
 
     before = metadata.version("torch")
-    packages = [f"{name}=={version}" for name, version in PEER_VERSIONS.items()]
+    packages = [f"{name}=={version}" + (f"; {PEER_MARKERS[name]}" if name in PEER_MARKERS else "")
+                for name, version in PEER_VERSIONS.items()]
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                     *packages, *(pip_args or [])], check=True)
     after = metadata.version("torch")

@@ -133,7 +133,7 @@ EXACT_METHODS: dict[str, str] = {"euler_maruyama": "sde", "seed000_sde": "seed"}
 """Methods with an exact law beyond the Runge–Kutta tableaus (every registered tableau has one), and
 torchdiffeq's fixed-grid methods that are one of our tableaus step for step."""
 TORCHDIFFEQ_EQUIVALENTS = {"tdq_euler": "euler", "tdq_midpoint": "midpoint", "tdq_heun2": "heun", "tdq_rk4": "rk38"}
-PROBED_METHODS = ("ddim", "dpmpp_2m", "edm_heun")
+PROBED_METHODS = ("ddim", "dpmpp_2m", "unipc", "edm_heun")
 """Deterministic diffusion samplers (at their default options: η = 0, no churn). Their steps are affine in x on a
 Gaussian target but are not tableaus, so their (P, Q) are read off the sampler itself, run in float64 on the d + 1
 probes 0 and the target's eigenvectors (the map is diagonal in that basis, which is checked)."""

@@ -3,6 +3,7 @@ Each test skips, with the reason, when its peer is not installed (tox installs t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import types
 from importlib import metadata
@@ -15,7 +16,7 @@ from packaging.markers import Marker
 
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.grids import get_grid
-from fmcore.solvers import sample
+from fmcore.solvers import get_method, sample
 from fmcore.solvers.diffusion_samplers import edm_start_time
 from fmcore.solvers.runge_kutta import rk_step
 from fmcore.solvers.tableaus import TABLEAUS
@@ -158,14 +159,19 @@ def test_diffusers_schedulers_are_ours_on_their_noise_levels(peer, ours, schedul
 @pytest.mark.parametrize(("peer", "ours", "class_name", "tables"), [
     ("ddim", "ddim", "DDIMScheduler", ("alphas_cumprod", "final_alpha_cumprod")),
     ("heun", "edm_heun", "HeunDiscreteScheduler", ("sigmas",)),
+    ("unipc", "unipc", "UniPCMultistepScheduler", ("sigmas",)),
 ])
 @pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine"])
 def test_diffusers_differs_from_ours_by_its_float32_tables_only(monkeypatch, peer, ours, class_name, tables, schedule_name):
-    """With its tables cast to float64, DDIM and Heun (which step the sample in its own dtype) are ours to 1e-12:
-    the differences above are the float32 tables. (Euler, DPM-Solver and FlowMatch cast the sample itself to
+    """With its tables cast to float64, DDIM, Heun and UniPC (which step the sample in its own dtype) are ours to
+    1e-12: the differences above are the float32 tables. UniPC then steps float64 too — its float64 failure is
+    the float32 table meeting a float64 sample. (Euler, DPM-Solver and FlowMatch cast the sample itself to
     float32 in each step, so float64 tables alone do not change them.)"""
     _needs("diffusers")
     import diffusers
+    from fmbench import peers
+
+    from fmcore.solvers.methods import METHODS
 
     scheduler_class = getattr(diffusers, class_name)
     set_timesteps = scheduler_class.set_timesteps
@@ -176,8 +182,12 @@ def test_diffusers_differs_from_ours_by_its_float32_tables_only(monkeypatch, pee
             setattr(self, name, getattr(self, name).double())
 
     monkeypatch.setattr(scheduler_class, "set_timesteps", in_float64)
+    allowed = dataclasses.replace(peers.DIFFUSERS_SCHEDULERS[peer], float64=True)
+    monkeypatch.setitem(METHODS, "float64 tables", dataclasses.replace(get_method(f"peer:diffusers/{peer}"),
+                                                                       name="float64 tables",
+                                                                       integrate=peers._diffusers(allowed)))
     field, x0 = _field(schedule_name)
-    theirs = sample(field, x0, f"peer:diffusers/{peer}", steps=12)
+    theirs = sample(field, x0, "float64 tables", steps=12)
     mine = sample(field, x0, ours, grid=theirs.grid)
     assert float((theirs.x - mine.x).abs().max()) < 1e-12
 
@@ -198,8 +208,9 @@ def test_diffusers_ddim_leading_spacing_starts_short_of_pure_noise():
 
 def test_diffusers_unipc_is_refused_in_float64_and_converges_in_float32():
     """diffusers' UniPC cannot step a float64 sample (its corrector's linalg.solve mixes dtypes): a clear error.
-    In float32 its error against the exact map from its start falls by ≥ 2.5× per doubling of N (second order
-    on DDPM's timestep grid, whose first steps are long in log-SNR; 2.2–3.1 measured for N = 5 … 160)."""
+    In float32 it is our ``unipc`` on its levels to float32 round-off, and its error against the exact map from its
+    start falls by ≥ 2.5× per doubling of N: DDPM's timestep grid, whose first steps are long in log-SNR, keeps it
+    short of its third order (2.2–3.1 per doubling measured for N = 5 … 160 on the 8-d Gaussian)."""
     _needs("diffusers")
     target = get_target("gaussian", d=4, condition_number=10)
     schedule = get_schedule("cond_ot")
@@ -212,6 +223,8 @@ def test_diffusers_unipc_is_refused_in_float64_and_converges_in_float32():
         result = sample(field, x0.float(), "peer:diffusers/unipc", steps=steps)
         exact = target.flow_map(x0, schedule, t0=result.t0)
         errors.append(float((result.x.double() - exact).norm(dim=1).mean()))
+        ours = sample(field, x0.float(), "unipc", grid=result.grid)  # ours, in float32 on the same levels
+        assert float((result.x - ours.x).abs().max()) < 1e-5 * float(ours.x.abs().max())
     assert errors[0] / errors[1] > 2.5 and errors[1] / errors[2] > 2.5
 
 

@@ -27,10 +27,10 @@ PAIRS = [
     ("peer:torchdyn/euler", "euler"), ("peer:torchdyn/rk4", "rk4"), ("peer:torchode/euler", "euler"),
     ("peer:torchode/heun", "heun"), ("peer:k_diffusion/euler", "ddim"), ("peer:k_diffusion/heun", "edm_heun"),
     ("peer:k_diffusion/dpmpp_2m", "dpmpp_2m"), ("peer:diffusers/ddim", "ddim"), ("peer:diffusers/dpmsolver++", "dpmpp_2m"),
-    ("peer:diffusers/unipc", "dpmpp_2m"), ("peer:diffusers/euler", "ddim"), ("peer:diffusers/heun", "edm_heun"),
+    ("peer:diffusers/unipc", "unipc"), ("peer:diffusers/euler", "ddim"), ("peer:diffusers/heun", "edm_heun"),
     ("peer:diffusers/flow_match_euler", "ddim"),
 ]
-FLOAT32 = {"peer:diffusers/unipc"}  # cannot step a float64 sample (README, findings); ours beside it: a different method
+FLOAT32 = {"peer:diffusers/unipc"}  # cannot step a float64 sample with its float32 table (README, findings)
 TARGETS = {"gaussian": {"d": 8, "condition_number": 100}, "gmm": {"K": 8, "d": 8}}
 
 
@@ -97,8 +97,8 @@ def main() -> None:
             "fields). Errors: mean ‖x − x*‖ against the exact flow map (Gaussian) or a float64 dopri5 reference at "
             "rtol = atol = 1e-11 (mixture), from the sampler's own start `t0` (k-diffusion's where σ/α = 80, "
             "diffusers' at its first timestep's α̅). Ours "
-            "runs on the peer's own time points; diffusers' UniPC runs in float32 (it cannot step float64), beside "
-            "our dpmpp_2m (not the same method: there is no UniPC of ours).", "",
+            "runs on the peer's own time points; diffusers' UniPC runs in float32 (it cannot step float64), ours "
+            "in float64 beside it.", "",
             markdown_table(table, ".3g"), ""]
     args.out.write_text("\n".join(text))
     print(f"wrote {args.out}")

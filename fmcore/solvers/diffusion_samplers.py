@@ -1,5 +1,5 @@
-r"""Diffusion samplers, native, on any schedule: DDIM, Euler-ancestral, DPM-Solver++(2M) and its SDE variant, and
-EDM's Heun sampler with stochastic churn.
+r"""Diffusion samplers, native, on any schedule: DDIM, Euler-ancestral, DPM-Solver++(2M) and its SDE variant, UniPC,
+and EDM's Heun sampler with stochastic churn.
 
 They are written in the path's own time t (``grid[0]`` → 1) with :math:`x_t = \alpha_t x_1 + \sigma_t\varepsilon`,
 from the field's data prediction :math:`D = E[x_1 | x_t]` (one NFE per call). The papers write them in other
@@ -26,6 +26,9 @@ method              step s → t (ε̂ = (x − α_s D_s)/σ_s, ξ ~ N(0, I))   
 ``dpmpp_2m_sde``    :math:`x_t = (\sigma_t/\sigma_s)\rho^{\eta}x + \alpha_t(1 - \rho^{1+\eta})\hat D                  1 (strong)
                     + \sigma_t\sqrt{1 - \rho^{2\eta}}\,\xi`, :math:`\hat D = D_s + \tfrac{1}{2r}(D_s - D_{prev})`
                     (k-diffusion's midpoint variant; η = 1)
+``unipc``           predictor: ``dpmpp_2m``'s step; then, with :math:`D_t` at the predicted end, the step is  3
+                    redone with :math:`\hat D = D_s + a(D_s - D_{prev})/r + b(D_t - D_s)` (UniC, bh2:
+                    a, b from a 2×2 system in h and r; a = 0, b = ½ after a first-order step)
 ``edm_heun``        Heun in :math:`(\tilde x, \tilde\sigma)`, Euler on a last step to :math:`\tilde\sigma = 0`;      2
                     with ``churn`` > 0 each step first raises :math:`\tilde\sigma` by
                     :math:`\gamma = \min(\text{churn}/N, \sqrt2 - 1)` and adds the matching noise
@@ -124,6 +127,72 @@ def integrate_dpmpp_2m(field, x0: Tensor, grid: Tensor, schedule, eta: float, ge
     return x, _trajectory(points), {}
 
 
+def integrate_unipc(field, x0: Tensor, grid: Tensor, schedule, option: float, generator, return_trajectory: bool,
+                    name: str = "unipc"):
+    """UniPC (Zhao et al. 2023) as diffusers' default ``UniPCMultistepScheduler``: UniP-2 predictor, UniC
+    corrector, data prediction, B(h) = e^h − 1 ("bh2"); see the module table. One data prediction per step: the
+    prediction at the end of a step both corrects that step and starts the next (it is not re-evaluated at the
+    corrected state). The corrector raises the predictor's order by one: third order (measured, on Gaussian
+    targets). First order on the first and last steps and wherever a step in λ is infinite."""
+    times = grid.tolist()
+    values = [_values(schedule, t) for t in times]
+    steps = len(times) - 1
+    x, points = x0, ([x0] if return_trajectory else None)
+    data: list[Tensor] = []  # the last two data predictions
+    h_values: list[float] = []  # h of each step so far
+    start_state = x0  # the (corrected) state the last step started from
+    for step in range(steps):
+        prediction = field.data_prediction(times[step], x)
+        if step > 0:  # UniC: redo step − 1 with the prediction at its end
+            x = _unipc_update(start_state, values[step - 1], values[step], data, h_values, prediction)
+            x = _checked(x, name, step - 1, times[step - 1], times[step])
+            if points is not None:
+                points[-1] = x
+        data = [*data[-1:], prediction]
+        rho = _ratio(*values[step], *values[step + 1])
+        h_values.append(-math.log(rho) if rho > 0.0 else math.inf)
+        start_state = x
+        last = step == steps - 1
+        x = _unipc_update(x, values[step], values[step + 1], data if not last else data[-1:], h_values, None)
+        x = _checked(x, name, step, times[step], times[step + 1])
+        if points is not None:
+            points.append(x)
+    return x, _trajectory(points), {}
+
+
+def _unipc_update(x: Tensor, start: tuple[float, float], end: tuple[float, float], data: list[Tensor],
+                  h_values: list[float], end_prediction: Tensor | None) -> Tensor:
+    r"""One UniPC step s → t from ``x``: :math:`x_t = (\sigma_t/\sigma_s)x + \alpha_t(1 - \rho)\hat D`.
+
+    ``data`` ends with :math:`D_s` (and holds :math:`D_{prev}` before it when the step is second order), h_values
+    ends with this step's h. Predictor (``end_prediction`` None, UniP-2): :math:`\hat D = D_s + \tfrac{1}{2r}(D_s -
+    D_{prev})` with :math:`r = h_{prev}/h` — DPM-Solver++(2M)'s step. Corrector (UniC, with :math:`D_t` at the
+    predicted end): :math:`\hat D = D_s + a(D_s - D_{prev})/r + b(D_t - D_s)`, where (a, b) solve diffusers'
+    bh2 system :math:`a + b = b_1,\ -r a + b = b_2` with :math:`b_1 = \varphi/(\rho - 1)`,
+    :math:`b_2 = 2(\varphi/(-h) - \tfrac12)/(\rho - 1)`, :math:`\varphi = (\rho - 1)/(-h) - 1`; first order:
+    a = 0, b = ½."""
+    alpha_s, sigma_s = start
+    alpha_t, sigma_t = end
+    rho = _ratio(alpha_s, sigma_s, alpha_t, sigma_t)
+    h = h_values[-1]
+    second_order = len(data) == 2 and len(h_values) >= 2 and math.isfinite(h) and math.isfinite(h_values[-2])
+    current = data[-1]
+    if end_prediction is None:
+        corrected = current
+        if second_order:
+            corrected = current + (0.5 * h / h_values[-2]) * (current - data[0])
+    elif second_order:
+        r = h_values[-2] / h
+        phi = (rho - 1.0) / -h - 1.0
+        b1 = phi / (rho - 1.0)
+        b2 = 2.0 * (phi / -h - 0.5) / (rho - 1.0)
+        a = (b1 - b2) / (1.0 + r)
+        corrected = current + (a / r) * (current - data[0]) + (b1 - a) * (end_prediction - current)
+    else:
+        corrected = current + 0.5 * (end_prediction - current)
+    return (sigma_t / sigma_s) * x + alpha_t * (1.0 - rho) * corrected
+
+
 def edm_start_time(schedule) -> float:
     """Where ``edm_heun`` starts by default: t = 0 when α_0 > 0, else the t where σ/α = :data:`EDM_SIGMA_MAX`."""
     alpha, _ = _values(schedule, 0.0)
@@ -187,4 +256,5 @@ _register("ddim", integrate_ddim, order=1, option="eta", default=0.0, stages=1)
 _register("euler_ancestral", integrate_ddim, order=1, option="eta", default=1.0, stages=1)
 _register("dpmpp_2m", integrate_dpmpp_2m, order=2, stages=1)
 _register("dpmpp_2m_sde", integrate_dpmpp_2m, order=1, option="eta", default=1.0, stages=1)
+_register("unipc", integrate_unipc, order=3, stages=1)
 _register("edm_heun", integrate_edm_heun, order=2, option="churn", default=0.0, start=edm_start_time)

@@ -19,6 +19,11 @@ library                     how it is driven
                             coordinates x̃ = x/α; the noise levels are the cell's grid mapped to σ/α (so
                             every library sees the same times); ``euler_ancestral`` gets the cell's
                             generator as its noise sampler
+``diffusers``               ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``UniPCMultistepScheduler``,
+                            ``EulerDiscreteScheduler``, ``HeunDiscreteScheduler``,
+                            ``FlowMatchEulerDiscreteScheduler`` on their own timesteps and tables (``steps``
+                            = their ``num_inference_steps``), answered with the exact ε / flow prediction at
+                            our time of the same SNR (:class:`DiffusersScheduler`)
 =========================== ============================================================================
 
 A peer that is not installed makes its cells rows with ``status = "skipped"`` and the reason (install them with
@@ -214,18 +219,20 @@ class DiffusersScheduler:
     prediction: str
     levels: str
     config: Mapping[str, object] = field(default_factory=dict)
+    stages: int | None = 1
+    """Model calls per step (None: not fixed — Heun's last step to σ = 0 takes one)."""
     float64: bool = True
     """False: it cannot step a float64 sample, and such a cell fails with that reason (UniPC in diffusers 0.42.1:
     its corrector solves a float64 system with a float32 right-hand side, and ``torch.linalg.solve`` refuses)."""
 
 
 COORDINATES = ("vp", "edm", "flow")
-LEVELS = {"alphas_cumprod": "vp", "sigmas": "edm", "flow_sigmas": "flow"}
-"""Where a scheduler keeps its noise levels → the coordinates they are in: ᾱ at the integer timestep (DDIM); σ̃ =
-√((1 − ᾱ)/ᾱ) in ``sigmas[step_index]``; the flow path's σ in ``sigmas[step_index]``."""
 r"""``vp``: :math:`x = \sqrt{\bar\alpha}\,x_1 + \sqrt{1-\bar\alpha}\,\varepsilon` (DDPM's α̅ table); ``edm``:
 :math:`\tilde x = x_1 + \tilde\sigma\varepsilon`; ``flow``: :math:`x = (1-\sigma)x_1 + \sigma\varepsilon` (rectified
 flow). Every sample in them is ours at the time of the same SNR r = α/σ, rescaled (:func:`_coefficients`)."""
+LEVELS = {"alphas_cumprod": "vp", "sigmas": "edm", "flow_sigmas": "flow"}
+"""Where a scheduler keeps its noise levels → the coordinates they are in: ᾱ at the integer timestep (DDIM); σ̃ =
+√((1 − ᾱ)/ᾱ) in ``sigmas[step_index]``; the flow path's σ in ``sigmas[step_index]``."""
 
 
 def _snr_of_level(coordinates: str, level: float) -> float:
@@ -311,7 +318,7 @@ DIFFUSERS_SCHEDULERS = {
     "dpmsolver++": DiffusersScheduler("DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas"),
     "unipc": DiffusersScheduler("UniPCMultistepScheduler", "vp", "vp", "epsilon", "sigmas", float64=False),
     "euler": DiffusersScheduler("EulerDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
-    "heun": DiffusersScheduler("HeunDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
+    "heun": DiffusersScheduler("HeunDiscreteScheduler", "edm", "vp", "epsilon", "sigmas", stages=None),
     "flow_match_euler": DiffusersScheduler("FlowMatchEulerDiscreteScheduler", "flow", "flow", "flow", "flow_sigmas"),
 }
 """The diffusers schedulers scored, at their defaults (DDPM's linear β table from 1e-4 to 0.02 over 1000 steps;
@@ -335,8 +342,7 @@ for _name, _random in (("sample_euler", False), ("sample_heun", False), ("sample
     ))
 for _name, _scheduler in DIFFUSERS_SCHEDULERS.items():
     register_method(Method(f"peer:diffusers/{_name}", _diffusers(_scheduler), stepping="own_grid",
-                           stages=None if _name == "heun" else 1, predictions=("data",), needs_schedule=True,
-                           family="peer: diffusers"))
+                           stages=_scheduler.stages, predictions=("data",), needs_schedule=True, family="peer: diffusers"))
 
 
 # ---------------------------------------------------------------------- installing the peers beside the pinned torch

@@ -130,6 +130,16 @@ def _torchode(name: str):
 # ---------------------------------------------------------------------- k-diffusion on the data prediction
 
 
+def _point_of_snr(schedule, snr: float, sampler: str) -> tuple[float, float, float]:
+    """Our time where α/σ = ``snr``, and α, σ there: where a peer that keeps its own noise levels is evaluated."""
+    try:
+        t = float(schedule.t_from_snr(snr))
+    except ValueError as error:  # e.g. DDPM's table reaches a lower SNR than the vp path at t = 0
+        raise ValueError(f"{sampler} steps through SNR α/σ = {snr:.6g}, which this path does not reach: {error}") from None
+    values = schedule(t)
+    return t, float(values.alpha), float(values.sigma)
+
+
 def k_diffusion_sampling():
     """k-diffusion's ``sampling`` module, loaded without the package ``__init__`` (see the module docstring)."""
     if "k_diffusion.sampling" in sys.modules:
@@ -180,8 +190,7 @@ def _k_diffusion(name: str):
             if value in point_of:
                 t, alpha = point_of[value]
             else:  # a level off the grid (churn): the time where σ/α is that level
-                t = float(schedule.t_from_snr(1.0 / value))
-                alpha = float(schedule(t).alpha)
+                t, alpha, _ = _point_of_snr(schedule, 1.0 / value, "k-diffusion's sampler")
             return request.field.data_prediction(t, alpha * x_scaled)
 
         sigmas = torch.tensor(levels, dtype=x0.dtype, device=x0.device)
@@ -279,21 +288,11 @@ def _diffusers(spec: DiffusersScheduler):
                 return _snr_of_level("vp", float(scheduler.alphas_cumprod[int(timestep)]))
             return _snr_of_level(LEVELS[spec.levels], float(scheduler.sigmas[scheduler.step_index or 0]))
 
-        def ours(snr: float) -> tuple[float, float, float]:
-            """Our time with this SNR, and α, σ there."""
-            try:
-                t = float(schedule.t_from_snr(snr))
-            except ValueError as error:  # e.g. DDPM's table reaches a lower SNR than the vp path at t = 0
-                raise ValueError(f"diffusers' {spec.class_name} steps through SNR α/σ = {snr:.6g}, which this path "
-                                 f"does not reach: {error}") from None
-            values = schedule(t)
-            return t, float(values.alpha), float(values.sigma)
-
         times = []
         latent = None
         for timestep in scheduler.timesteps:
             snr = current_snr(timestep)
-            t, _, sigma_t = ours(snr)
+            t, _, sigma_t = _point_of_snr(schedule, snr, f"diffusers' {spec.class_name}")
             if latent is None:  # our x0 is the sample at the scheduler's first level, in its latent coordinates
                 latent = request.x0 * (_coefficients(spec.latent, snr)[1] / sigma_t)
             if not times or times[-1] != t:
@@ -305,7 +304,7 @@ def _diffusers(spec: DiffusersScheduler):
             latent = scheduler.step(output, timestep, latent, return_dict=False)[0]
         final = (float(scheduler.final_alpha_cumprod) if spec.levels == "alphas_cumprod" else float(scheduler.sigmas[-1]))
         snr_end = _snr_of_level(LEVELS[spec.levels], final)
-        t_end, alpha_end, _ = ours(snr_end)
+        t_end, alpha_end, _ = _point_of_snr(schedule, snr_end, f"diffusers' {spec.class_name}")
         times.append(t_end)
         x = latent.to(request.x0.dtype) * (alpha_end / _coefficients(spec.latent, snr_end)[0])
         return x, None, {"model_times": torch.tensor(times, dtype=torch.float64)}

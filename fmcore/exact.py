@@ -50,6 +50,7 @@ from .grids import check_grid, get_grid
 from .schedules import Schedule
 from .solvers import sample
 from .solvers.diffusions import Diffusion
+from .solvers.sampling import check_grid_start
 from .solvers.tableaus import TABLEAUS, ButcherTableau
 from .targets import GaussianMixture
 
@@ -275,6 +276,8 @@ def exact_output_law(
             raise ValueError("give steps or grid, not both")
         grid = torch.as_tensor(grid, dtype=F64)
         check_grid(grid)
+        if diffusion is not None:  # as sample() refuses it: the recursion would divide by g's pole (NaN law)
+            check_grid_start(grid, start, repr(diffusion))
     eigenvectors = target.eigenvectors
     rotated_mean = target.means[0] if eigenvectors is None else eigenvectors[0].T @ target.means[0]
     problem = _Problem(target.eigenvalues[0], rotated_mean, schedule)

@@ -98,8 +98,8 @@ class GaussianMixture:
             be given when the shape is ambiguous: ``covs`` of shape ``(K, d)`` with ``K = d > 1`` could be K
             diagonals or one full ``(d, d)`` matrix meant for every component.
 
-    A full covariance is *numerically singular* when its smallest eigenvalue from ``eigh`` is at most
-    :data:`EIGENVALUE_FLOOR` times its largest: ``eigh`` resolves eigenvalues only to about
+    A full covariance is *numerically singular* when its smallest eigenvalue from ``eigh`` is within
+    :data:`EIGENVALUE_FLOOR` times its largest of zero (either sign): ``eigh`` resolves eigenvalues only to about
     :math:`\epsilon\,\lambda_{max}`, so such an eigenvalue could be zero (or negative), and the score at t = 1
     would be noise amplified by :math:`1/\lambda_{min}`. Such covariances are refused, never silently used:
     regularise explicitly (add :math:`\delta I`) if that is what is meant. Diagonal and isotropic variances are
@@ -513,7 +513,8 @@ def Gaussian(mean, cov) -> GaussianMixture:
 
 
 EIGENVALUE_FLOOR = 1e-12
-"""A full covariance whose smallest eigenvalue is ≤ this × its largest is refused as numerically singular."""
+"""A full covariance whose smallest eigenvalue is within this × its largest of zero (either sign) is refused as
+numerically singular; one more negative than that is refused as not positive definite."""
 
 ORTHOGONALITY_TOLERANCE = 1e-8
 """``from_eigendecomposition`` refuses eigenvectors with ``max |UᵀU − I|`` above this."""
@@ -541,10 +542,10 @@ def _eigendecompose(covs: Tensor, count: int, dim: int, covariance_type: str | N
         raise ValueError(f"covs must have shape {expected} for covariance_type={covariance_type!r}, got {tuple(covs.shape)}")
     if covs.shape == (count,) and kind_given == "iso":
         eigenvalues, eigenvectors = covs.unsqueeze(1).expand(count, dim).clone(), None
-        kind = "isotropic variances"
+        kind = "isotropic variance"
     elif covs.shape == (count, dim) and kind_given == "diag":
         eigenvalues, eigenvectors = covs.clone(), None
-        kind = "diagonal variances"
+        kind = "diagonal variance"
     elif covs.shape == (count, dim, dim):
         asymmetry = (covs - covs.transpose(-1, -2)).abs().amax()
         scale = covs.abs().amax().clamp_min(1e-300)
@@ -554,27 +555,42 @@ def _eigendecompose(covs: Tensor, count: int, dim: int, covariance_type: str | N
                 f"(relative {float(asymmetry / scale):.3g}, allowed 1e-8)"
             )
         eigenvalues, eigenvectors = torch.linalg.eigh(0.5 * (covs + covs.transpose(-1, -2)))
-        kind = "covariance eigenvalues"
+        kind = "covariance eigenvalue"
     else:
         raise ValueError(
             f"covs must have shape (K, d, d) = ({count}, {dim}, {dim}) for full covariances, (K, d) = ({count}, {dim}) "
             f"for diagonal or (K,) = ({count},) for isotropic ones; got {tuple(covs.shape)}"
         )
+    if eigenvectors is not None:
+        _check_resolved(eigenvalues)
     smallest = float(eigenvalues.min())
     if smallest <= 0:
-        raise ValueError(
-            f"covs must be positive definite; the smallest {kind} is {smallest:.3g} (all must be > 0)"
-        )
-    if eigenvectors is not None:
-        ratio = eigenvalues[:, 0] / eigenvalues[:, -1]  # eigh sorts ascending: smallest / largest per component
-        worst = int(ratio.argmin())
-        if float(ratio[worst]) <= EIGENVALUE_FLOOR:
-            raise ValueError(
-                f"covs[{worst}] is numerically singular: its smallest eigenvalue {float(eigenvalues[worst, 0]):.3g} is "
-                f"≤ {EIGENVALUE_FLOOR:g} × its largest {float(eigenvalues[worst, -1]):.3g}, below what eigh resolves. "
-                "Regularise it explicitly (covs + δ·I) if that is what you mean"
-            )
+        raise ValueError(f"covs must be positive definite; the smallest {kind} is {smallest:.3g} (all must be > 0)")
     return eigenvalues, eigenvectors
+
+
+def _check_resolved(eigenvalues: Tensor) -> None:
+    """Refuse full covariances whose eigenvalues ``eigh`` cannot resolve, per component (ascending ``(K, d)``).
+
+    ``eigh`` returns each eigenvalue to about ε·λ_max, so a smallest eigenvalue with |λ_min| ≤ :data:`EIGENVALUE_FLOOR` ×
+    λ_max — zero in exact arithmetic, but returned as a round-off value of either sign, depending on the CPU and its
+    LAPACK — is *numerically singular*; only one below −:data:`EIGENVALUE_FLOOR` × λ_max is a real negative eigenvalue.
+    The singular test therefore comes first, and a round-off negative gets the singular message on every machine."""
+    largest = eigenvalues[:, -1]
+    ratio = eigenvalues[:, 0] / largest.clamp_min(torch.finfo(eigenvalues.dtype).tiny)
+    for component in range(eigenvalues.shape[0]):
+        smallest, top = float(eigenvalues[component, 0]), float(largest[component])
+        if top <= 0 or float(ratio[component]) < -EIGENVALUE_FLOOR:
+            raise ValueError(
+                f"covs[{component}] must be positive definite; its smallest covariance eigenvalue is {smallest:.3g} "
+                f"(largest {top:.3g}): negative beyond round-off"
+            )
+        if float(ratio[component]) <= EIGENVALUE_FLOOR:
+            raise ValueError(
+                f"covs[{component}] is numerically singular: its smallest eigenvalue {smallest:.3g} is within "
+                f"{EIGENVALUE_FLOOR:g} × its largest {top:.3g} of zero, below what eigh resolves. Regularise it "
+                "explicitly (covs + δ·I) if that is what you mean"
+            )
 
 
 def _explain_non_finite(x: Tensor, log_density: Tensor) -> None:

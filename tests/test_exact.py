@@ -140,3 +140,19 @@ def test_bad_requests():
     with pytest.raises(ValueError, match="ODE methods"):
         exact_output_law(TARGET, get_schedule("cosine"), "euler_maruyama", steps=2,
                          diffusion=get_diffusion("constant")).strong_error()
+
+
+def test_a_grid_starting_where_the_diffusion_is_singular_is_refused_as_sample_refuses_it():
+    """forward's g² = 2σ²α̇/α − 2σσ̇ has a pole at α = 0: on cosine from t = 0 the recursion would give a NaN law."""
+    target, schedule, forward = get_target("gaussian", d=4), get_schedule("cosine"), get_diffusion("forward")
+    grid = torch.linspace(0, 1, 11, dtype=torch.float64)
+    x0 = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"is singular at t < .* start the grid at t ≥") as from_sample:
+        sample(AnalyticField(target, schedule), x0, "euler_maruyama", grid=grid, diffusion=forward, generator=1)
+    with pytest.raises(ValueError, match=r"is singular at t < .* start the grid at t ≥") as from_law:
+        exact_output_law(target, schedule, "euler_maruyama", grid=grid, diffusion=forward)
+    assert str(from_law.value) == str(from_sample.value)
+    start = forward.start_time(schedule)
+    law = exact_output_law(target, schedule, "euler_maruyama", grid=torch.linspace(start, 1, 11, dtype=torch.float64),
+                           diffusion=forward)
+    assert math.isfinite(law.w2_to_target())

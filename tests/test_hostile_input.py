@@ -59,6 +59,15 @@ def test_numerically_singular_covariance_is_refused():
     singular = basis @ torch.diag(torch.tensor([0.0, 1.0, 2.0], dtype=F64)) @ basis.T
     with pytest.raises(ValueError, match="numerically singular"):
         Gaussian(torch.zeros(3), singular)
+    # eigh returns that zero as ±ε·λ_max depending on the CPU and its LAPACK (−3e-16 seen with MKL on an Intel Xeon):
+    # either sign is "numerically singular", checked before positive definiteness; a clearly negative one is not.
+    for round_off in (-3e-16, 3e-16, -2e-13):
+        near_zero = basis @ torch.diag(torch.tensor([round_off, 1.0, 2.0], dtype=F64)) @ basis.T
+        with pytest.raises(ValueError, match=r"covs\[0\] is numerically singular"):
+            Gaussian(torch.zeros(3), near_zero)
+    indefinite = basis @ torch.diag(torch.tensor([-1e-6, 1.0, 2.0], dtype=F64)) @ basis.T
+    with pytest.raises(ValueError, match=r"covs\[0\] must be positive definite; its smallest covariance eigenvalue is -1e-06"):
+        Gaussian(torch.zeros(3), indefinite)
     # Just above the floor it is accepted, and the score at t = 1 matches the inverse covariance.
     regular = basis @ torch.diag(torch.tensor([1e-9, 1.0, 2.0], dtype=F64)) @ basis.T
     x = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(2)) * 1e-5

@@ -87,9 +87,29 @@ def test_w2_gaussian_special_cases():
     mean1, mean2 = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)
     expected = math.sqrt(float(((mean1 - mean2) ** 2).sum() + ((eig1.sqrt() - eig2.sqrt()) ** 2).sum()))
     assert w2_gaussian(mean1, cov1, mean2, cov2) == pytest.approx(expected, rel=1e-12)
-    assert w2_gaussian(mean1, cov1, mean1, cov1) == pytest.approx(0.0, abs=1e-7)
+    # Two equal laws: W2² is a difference of traces, exact to ~d·eps·(tr C1 + tr C2), so W2 to its square root.
+    assert w2_gaussian(mean1, cov1, mean1, cov1) <= math.sqrt(8 * 3 * EPS * 2 * float(eig1.sum()))
     # symmetric in its two laws
     assert w2_gaussian(mean1, cov1, mean2, cov2) == pytest.approx(w2_gaussian(mean2, cov2, mean1, cov1), rel=1e-12)
+
+
+EPS = torch.finfo(torch.float64).eps
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_w2_gaussian_of_commuting_near_singular_pairs_is_exact_to_round_off(seed):
+    """Eigenvalues (1, 1e-6, 1e-12) and (1, 4e-6, 4e-12) in one random eigenbasis: W2 = ‖√λ₁ − √λ₂‖ exactly. W2² is
+    then a sum of traces and singular values, each exact to ~d·eps·tr C, so that bound holds on W2², in either order
+    (a cross term taken as the root of eigenvalues at round-off was off by 1.4e-5 here, and order-dependent)."""
+    basis = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)))[0]
+    eig1 = torch.tensor([1.0, 1e-6, 1e-12], dtype=torch.float64)
+    eig2 = torch.tensor([1.0, 4e-6, 4e-12], dtype=torch.float64)
+    cov1, cov2 = basis @ torch.diag(eig1) @ basis.T, basis @ torch.diag(eig2) @ basis.T
+    mean = torch.zeros(3, dtype=torch.float64)
+    expected_squared = float(((eig1.sqrt() - eig2.sqrt()) ** 2).sum())
+    bound = 8 * 3 * EPS * float(eig1.sum() + eig2.sum())
+    for first, second in ((cov1, cov2), (cov2, cov1)):
+        assert abs(w2_gaussian(mean, first, mean, second) ** 2 - expected_squared) <= bound
 
 
 def test_w2_gaussian_with_singular_covariances():

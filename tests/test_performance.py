@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,8 +16,9 @@ import pytest
 import torch
 from fmbench.analysis import execution_speedups, roofline_fractions
 from fmbench.cells import CellSpec, run_cell
-from fmbench.execution import prepare
+from fmbench.execution import inductor_cache_per_cpu_capability, prepare
 from fmbench.roofline import measure_peaks, velocity_cost
+from fmbench.store import load_rows
 from fmbench.sweep import device_peaks, run_sweep
 from fmbench.sweepfile import SweepError, check_cells, expand, load_sweep
 from torch.utils.flop_counter import FlopCounterMode
@@ -145,6 +149,45 @@ def test_compiled_cell_matches_the_eager_cell():
     assert compiled["w2_exact_law"] == eager["w2_exact_law"]  # the exact law is the method's, not the run's
 
 
+COMPILED_CELL = """
+import json, sys
+from dataclasses import asdict
+from fmbench.cells import CellSpec, run_cell
+spec = CellSpec("gaussian", "cond_ot", "heun", target_params={"d": 3, "condition_number": 4}, steps=4, n=64,
+                dtype="float32", execution="compile")
+rows = [run_cell(spec), run_cell(CellSpec(**{**asdict(spec), "execution": "eager"}))]
+print(json.dumps([{key: row.get(key) for key in ("execution_used", "strong_error")} for row in rows]))
+"""
+
+
+def test_compile_keeps_a_kernel_cache_per_cpu_capability(monkeypatch):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    for unchosen in (None, default_cache_dir()):  # unset, or set to its default by an earlier compile in the process
+        if unchosen is None:
+            monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", unchosen)
+        folder = inductor_cache_per_cpu_capability()
+        assert folder == os.path.join(default_cache_dir(), f"fmbench-{torch.backends.cpu.get_cpu_capability().lower()}")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere/of/the/users")
+    assert inductor_cache_per_cpu_capability() == "/somewhere/of/the/users"  # the user's choice is kept
+
+
+@pytest.mark.slow
+def test_a_kernel_compiled_under_one_cpu_capability_is_not_reused_under_another(tmp_path):
+    """The reproduction: compile under this machine's kernels, then in a process with ATEN_CPU_CAPABILITY=avx2 (a
+    shared inductor cache made that one return 0.383 instead of 0.0111); both must equal eager to float32 round-off."""
+    environment = {key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"}
+    environment["TMPDIR"] = str(tmp_path)  # inductor's default cache lives in the temporary folder
+    for capability in (None, "avx2"):
+        run_environment = {**environment, **({"ATEN_CPU_CAPABILITY": capability} if capability else {})}
+        result = subprocess.run([sys.executable, "-c", COMPILED_CELL], env=run_environment, capture_output=True, text=True)
+        compiled, eager = json.loads(result.stdout.strip().splitlines()[-1])
+        assert compiled["execution_used"] == "compile", result.stderr[-2000:]
+        assert abs(compiled["strong_error"] - eager["strong_error"]) < 1e-5, (capability, compiled, eager)
+
+
 def test_cuda_graph_cell_matches_the_eager_cell():
     cuda_or_skip()
     spec = CellSpec("gmm", "cond_ot", "rk4", target_params={"K": 4, "d": 3}, steps=8, n=4096, device="cuda",
@@ -166,7 +209,7 @@ def test_eager_cells_keep_the_identity_of_the_committed_baseline():
     assert CellSpec("seed000", "cond_ot", "rk4", steps=4, execution="compile").key() != spec.key()
     assert CellSpec("seed000", "cond_ot", "ddim", steps=4, method_params={"eta": 1.0}).key() != \
         CellSpec("seed000", "cond_ot", "ddim", steps=4).key()
-    baseline = pd.read_parquet(REPO / "results" / "baselines" / "ci" / "rows.parquet", columns=["cell"])
+    baseline = load_rows(REPO / "results" / "baselines" / "ci")
     assert set(baseline["cell"]) == {cell.key() for cell in expand(load_sweep("ci"))}
 
 

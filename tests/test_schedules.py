@@ -130,3 +130,30 @@ def test_snr_outside_range():
         get_schedule("ve", sigma_min=0.1, sigma_max=10.0).t_from_snr(100.0)
     with pytest.raises(ValueError, match="snr must be"):
         get_schedule("cosine").t_from_snr(-1.0)
+
+
+@pytest.mark.parametrize("n", [0.5, 2.0, 3.7])
+def test_poly_sigma_has_full_relative_precision_near_the_data_end(n):
+    """σ = 1 − tⁿ cancels as t → 1; against 50-digit arithmetic (mpmath) it must hold to a few ulps of σ itself."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    schedule = get_schedule("poly", n=n)
+    for gap in (1e-3, 1e-6, 1e-9, 1e-12):
+        t = 1.0 - gap  # a float64; its exact value is what mpmath is given
+        expected = float(1 - mpmath.mpf(t) ** mpmath.mpf(n))
+        got = float(schedule(torch.tensor(t, dtype=torch.float64)).sigma)
+        assert got == pytest.approx(expected, rel=8 * torch.finfo(torch.float64).eps, abs=0), (t, got, expected)
+
+
+def test_linear_vp_t_from_snr_over_the_whole_float64_range():
+    """t = snr/√(1 + snr²) overflowed to 0 at snr = 1e160; the inverse must round-trip and saturate at 1."""
+    schedule = get_schedule("linear_vp")
+    snr = torch.tensor([0.0, 1e-200, 1e-8, 0.5, 1.0, 2.0, 1e8, 1e160, 1e300, math.inf], dtype=torch.float64)
+    t = schedule.t_from_snr(snr)
+    assert t[0] == 0 and t[-1] == 1 and t[-3] == 1 and t[-4] == 1 and bool((t.diff() >= 0).all())
+    assert float(t[1]) == pytest.approx(1e-200, rel=1e-15)
+    assert 1 - float(t[6]) <= 1e-16  # 1 − t = 1/(2 snr²) below one ulp of 1: t rounds to 1
+    # α/σ back: σ = √(1 − t²) carries t's rounding as eps/(1 − t), so the round trip is checked where that is small
+    values = schedule(t[2:6])
+    torch.testing.assert_close(values.alpha / values.sigma, snr[2:6], rtol=1e-14, atol=0)

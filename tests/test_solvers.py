@@ -8,7 +8,7 @@ import torch
 
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.solvers import METHODS, TABLEAUS, SolverDivergenceError, sample
-from fmcore.solvers.counting import FieldOutputError
+from fmcore.solvers.counting import CountingField, FieldOutputError
 
 # Step counts in the asymptotic range of each method on this target (checked: the local slopes settle there
 # before float64 round-off, ~1e-13, is reached).
@@ -274,3 +274,20 @@ def test_a_new_tableau_is_a_new_method():
     slope, _ = fitted_order(AnalyticField(target, schedule), x0, target.flow_map(x0, schedule), "ralston_test", [128, 256, 512])
     assert abs(slope - 2) < 0.1
     assert sample(AnalyticField(target, schedule), x0, "ralston_test", steps=3).nfe == 6
+
+
+def test_counting_field_clamps_round_off_only():
+    """A stage time one rounding error outside the solve's interval is brought back; a time further out is a real
+    request and reaches the field unchanged (EDM's churn evaluates before the grid's first time)."""
+    seen = []
+
+    def field(t, x):
+        seen.extend(torch.as_tensor(t, dtype=torch.float64).reshape(-1).tolist())
+        return x
+
+    counting = CountingField(field, interval=(0.25, 1.0))
+    x = torch.zeros(2, 1, dtype=torch.float64)
+    for t in (1.0 + 2.2e-16, 0.25 - 1e-15, 0.1, torch.tensor(1.0 + 2.2e-16, dtype=torch.float64),
+              torch.tensor(0.1, dtype=torch.float64), torch.tensor([0.1, 1.0 + 2.2e-16], dtype=torch.float64)):
+        counting(t, x)
+    assert seen == [1.0, 0.25, 0.1, 1.0, 0.1, 0.1, 1.0]

@@ -5,14 +5,17 @@
     fmbench report RUN_DIR
     fmbench list
     fmbench export RUN_DIR --csv FILE
-    fmbench compare BASELINE_DIR RUN_DIR [--markdown FILE] [--timing] [--threshold X]
+    fmbench compare BASELINE_DIR RUN_DIR [--markdown FILE] [--json FILE] [--strict] [--allow-missing]
+                    [--tolerance CLASS=REL[,ABS]] [--timing] [--threshold X]
+    fmbench baseline RUN_DIR DIR
     fmbench install-peers [PIP OPTIONS]
 
 ``run`` checks the whole sweep, runs the cells not yet saved ``ok`` in ``DIR`` (default
 ``results/runs/<preset>``; a rerun resumes, retrying failed cells), and writes ``DIR/report.md`` whatever
 failed. Exit status: 0 when every cell is ok (or skipped), 1 when cells failed, 2 when the sweep or the
-command line is wrong (nothing ran), 130 when interrupted. ``compare`` exits 1 on a regression
-(``fmbench.compare`` says how each metric is checked).
+command line is wrong (nothing ran), 130 when interrupted. ``compare`` exits 1 when a cell got worse, when nothing
+was compared or when baseline cells are missing (``fmbench.compare`` says how each metric is checked); ``baseline``
+writes the text files a committed baseline needs.
 """
 
 from __future__ import annotations
@@ -51,12 +54,28 @@ def _parser() -> argparse.ArgumentParser:
     install_peers = commands.add_parser("install-peers", help="install the peer libraries beside the pinned torch "
                                         "(without their declared requirements; README, Peers)")
     install_peers.add_argument("pip_args", nargs=argparse.REMAINDER, help="extra pip options")
-    compare = commands.add_parser("compare", help="check a run against a baseline, cell by cell; exit 1 on a regression")
+    compare = commands.add_parser(
+        "compare", help="check a run against a baseline, cell by cell; exit 1 when a cell got worse, nothing was "
+        "compared or baseline cells are missing",
+        description="Check RUN against BASELINE (a run directory, or a baseline written by `fmbench baseline`). Exit 0: "
+        "pass; 1: a metric got worse (or, with --strict, moved at all), no cell was compared, or baseline cells are "
+        "missing from the run (unless --allow-missing); 2: bad input. Tolerance classes: "
+        "nfe, adaptive_nfe, float64, float32, adaptive, learned, sampled (fmbench.compare.TOLERANCES).")
     compare.add_argument("baseline", type=Path)
     compare.add_argument("run", type=Path)
-    compare.add_argument("--markdown", type=Path, default=None, help="also write the table as Markdown to this file")
+    compare.add_argument("--markdown", type=Path, default=None, help="also write the comparison as Markdown to this file")
+    compare.add_argument("--json", type=Path, default=None, metavar="FILE",
+                         help="also write the comparison as JSON to FILE ('-': standard output, instead of the text)")
+    compare.add_argument("--strict", action="store_true", help="fail on any change beyond tolerance, better ones too")
+    compare.add_argument("--allow-missing", action="store_true", help="pass although baseline cells are missing from the run")
+    compare.add_argument("--tolerance", action="append", default=[], metavar="CLASS=REL[,ABS]",
+                         help="override one class's tolerance (repeatable), e.g. --tolerance adaptive=0.5")
     compare.add_argument("--timing", action="store_true", help="also check machine-normalised timings")
-    compare.add_argument("--threshold", type=float, default=None, help="timing ratio counted as a regression")
+    compare.add_argument("--threshold", type=float, default=None, help="per-cell timing ratio counted as slower (default 2.5)")
+    baseline = commands.add_parser("baseline", help="write a run's baseline for committing: rows.csv, sweep.json, "
+                                   "environment.json (text only)")
+    baseline.add_argument("run", type=Path)
+    baseline.add_argument("directory", type=Path)
     return parser
 
 
@@ -135,17 +154,48 @@ def _export(args) -> int:
 
 
 def _compare(args) -> int:
-    from fmbench.compare import TIMING_THRESHOLD, compare_runs, format_comparison
+    import json
+
+    from fmbench.compare import TIMING_THRESHOLD, compare_runs, format_comparison, parse_tolerance
 
     try:
+        tolerances = dict(parse_tolerance(text) for text in args.tolerance)
+    except ValueError as error:
+        return _error(str(error))
+    if args.threshold is not None and not args.threshold > 1:
+        return _error(f"--threshold must be a ratio > 1, got {args.threshold}")
+    for label, directory in (("baseline", args.baseline), ("run", args.run)):
+        if not directory.is_dir():
+            return _error(f"the {label} {directory} is not a directory")
+    try:
         comparison = compare_runs(args.baseline, args.run, timing=args.timing,
-                                  timing_threshold=args.threshold or TIMING_THRESHOLD)
+                                  timing_threshold=args.threshold or TIMING_THRESHOLD, tolerances=tolerances,
+                                  strict=args.strict, allow_missing=args.allow_missing)
     except FileNotFoundError as error:
         return _error(str(error))
-    print(format_comparison(comparison), end="")
+    as_json = json.dumps(comparison.as_dict(), indent=1)
+    if args.json is not None and str(args.json) == "-":
+        print(as_json)
+    else:
+        print(format_comparison(comparison), end="")
+        if args.json is not None:
+            args.json.write_text(as_json + "\n")
     if args.markdown is not None:
         args.markdown.write_text(format_comparison(comparison, markdown=True))
     return EXIT_CELLS_FAILED if comparison.failed else EXIT_OK
+
+
+def _baseline(args) -> int:
+    from fmbench.store import write_baseline
+
+    if not args.run.is_dir():
+        return _error(f"{args.run} is not a run directory")
+    try:
+        written = write_baseline(args.run, args.directory)
+    except FileNotFoundError as error:
+        return _error(str(error))
+    print(f"baseline written to {args.directory}: {', '.join(path.name for path in written)} (commit these files)")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if args.command == "compare":
             return _compare(args)
+        if args.command == "baseline":
+            return _baseline(args)
         if args.command == "install-peers":
             from fmbench.peers import install
 

@@ -24,6 +24,7 @@ out of ``wall_s``.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,8 +148,28 @@ def _capture_graph(field, x0: Tensor, grid: Tensor, tableau) -> Callable[[], Out
     return run
 
 
+def inductor_cache_per_cpu_capability() -> str:
+    """Point torch.compile's on-disk cache at a folder of this process's ATen CPU capability, unless the user chose
+    another than the default (``TORCHINDUCTOR_CACHE_DIR``, which inductor also sets to its default on first use);
+    return the folder in use.
+
+    Inductor's cache key does not include the capability: measured with torch 2.13.0, a kernel compiled and cached
+    under this machine's AVX-512 and reloaded by a process with ``ATEN_CPU_CAPABILITY=avx2`` gave a heun strong error
+    of 0.383 where eager (and a fresh compile under avx2) gives 0.0111, and under ``default`` the compile failed. A
+    folder per capability keeps each one's kernels apart (``tests/test_performance.py``)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    default = os.path.abspath(default_cache_dir())
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if chosen is None or os.path.abspath(chosen) == default:  # unset, or set to the default by inductor itself
+        capability = torch.backends.cpu.get_cpu_capability().lower()
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(default, f"fmbench-{capability}")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
 def _compile(field, x0: Tensor, grid: Tensor, tableau) -> Callable[[], Outcome]:
     """The fixed-step loop with ``torch.compile`` of the field's ``velocity_unchecked``; compiled by a first run."""
+    inductor_cache_per_cpu_capability()
     torch._dynamo.reset()  # each cell compiles afresh: earlier cells' graphs would count against dynamo's recompile limit
     compiled = torch.compile(field.velocity_unchecked, fullgraph=True, dynamic=False)
     times = grid.to(dtype=x0.dtype, device=x0.device)

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from fmbench.execution import inductor_cache_per_cpu_capability
 from fmbench.timing import median_time
 from fmcore import AnalyticField
 from fmcore.targets import GaussianMixture
@@ -108,6 +109,7 @@ def field_roofline(target: GaussianMixture, schedule, n: int, peaks: Peaks, devi
     t = torch.tensor(0.5, dtype=dtype, device=device)
     variants = {"checked": lambda: field(0.5, x), "unchecked": lambda: field.velocity_unchecked(t, x)}
     if compiled:
+        inductor_cache_per_cpu_capability()  # a cached kernel of another CPU capability can be wrong
         torch._dynamo.reset()  # a fresh compilation per call: earlier ones would count against the recompile limit
         compiled_velocity = torch.compile(field.velocity_unchecked, fullgraph=True, dynamic=False)
         variants["compiled"] = lambda: compiled_velocity(t, x)

@@ -11,8 +11,9 @@ compaction step of their own; an embedded database reads them back in one query 
 library. DuckDB would do as well, but is another dependency for no gain at these sizes. The figures behind
 this choice are in the README ("Saving rows").
 
-``rows.parquet`` beside it is an export of the same rows (written when a run ends and by ``fmbench report``),
-for pandas users and for committed baselines.
+``rows.parquet`` beside it is an export of the same rows (written when a run ends and by ``fmbench report``), for
+pandas users. A committed baseline holds them as ``rows.csv`` (:func:`write_baseline`): text, so a reviewer can diff
+it, with every float written to round-trip exactly.
 """
 
 from __future__ import annotations
@@ -96,15 +97,63 @@ class RowStore:
         self.close()
 
 
+BASELINE_ROWS = "rows.csv"
+"""A committed baseline's rows (:func:`write_baseline`): CSV, one line per cell, floats written to round-trip."""
+BASELINE_FILES = (BASELINE_ROWS, "sweep.json", "environment.json")
+TEXT_COLUMNS = ("cell", "target", "schedule", "method", "target_params", "schedule_params", "field", "grid", "diffusion",
+                "diffusion_params", "device", "dtype", "execution", "method_params", "status", "error", "execution_used",
+                "execution_fallback", "code")
+"""Columns that hold text, read back from CSV as text (a cell hash such as ``"1234e567…"`` would parse as a number)."""
+
+
 def load_rows(directory: str | Path) -> pd.DataFrame:
-    """A run's rows in sweep order: from ``rows.sqlite`` while it exists, else from the ``rows.parquet`` export."""
+    """A run's rows in sweep order: from ``rows.sqlite`` while it exists, else from the ``rows.parquet`` export, else
+    from a baseline's ``rows.csv``."""
     directory = Path(directory)
     if (directory / RowStore.filename).exists():
         with RowStore(directory) as store:
             return store.frame()
     if (directory / "rows.parquet").exists():
         return pd.read_parquet(directory / "rows.parquet")
+    if (directory / BASELINE_ROWS).exists():
+        return read_rows_csv(directory / BASELINE_ROWS)
     return pd.DataFrame()
+
+
+def read_rows_csv(path: str | Path) -> pd.DataFrame:
+    """Rows from a CSV written by :func:`write_baseline` (or ``fmbench export``): text columns as text, every number
+    exactly as written (empty fields are missing values)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    for name in frame.columns:
+        if name not in TEXT_COLUMNS:
+            try:  # Python's float() is correctly rounded: the shortest repr written by to_csv comes back exactly
+                frame[name] = [float(value) if isinstance(value, str) else math.nan for value in frame[name]]
+            except ValueError:  # not a number column after all: keep it as text
+                pass
+    return frame
+
+
+def write_baseline(run: str | Path, directory: str | Path) -> list[Path]:
+    """Write the files a baseline needs, and only those, into ``directory``: :data:`BASELINE_FILES` — the rows as
+    CSV (diffable, exact floats), the normalised cell specs and the environment that produced them. Nothing binary:
+    what a reviewer sees in a diff is what ``fmbench compare`` reads."""
+    run, directory = Path(run), Path(directory)
+    rows = load_rows(run)
+    if rows.empty:
+        raise FileNotFoundError(f"{run} holds no rows (rows.sqlite, rows.parquet or rows.csv)")
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    target = directory / BASELINE_ROWS
+    temporary = target.with_name(target.name + ".tmp")
+    rows.to_csv(temporary, index=False)
+    temporary.replace(target)
+    written.append(target)
+    for name in BASELINE_FILES[1:]:
+        if (run / name).exists() and (run / name).resolve() != (directory / name).resolve():
+            (directory / name).write_text((run / name).read_text())
+        if (directory / name).exists():
+            written.append(directory / name)
+    return written
 
 
 def export_parquet(directory: str | Path) -> Path:

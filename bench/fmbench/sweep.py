@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from fmbench.cells import DTYPES, CellContext, CellSpec, failed_row, run_cell, train_for
+from fmbench.provenance import code_fingerprint, fingerprint_key, what_changed
 from fmbench.roofline import measure_peaks
 from fmbench.store import RowStore, export_parquet, load_rows
 from fmbench.sweepfile import SweepError
@@ -243,13 +244,27 @@ def default_cache_dir(out: Path) -> Path:
     return Path(out).resolve().parent / "cache"
 
 
-def _stored_keys(out: Path) -> set[str]:
-    rows = load_rows(out)
-    return set(rows["cell"]) if "cell" in rows else set()
+def _move_aside(out: Path) -> None:
+    aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(out), str(aside))
+    print(f"moved the old run aside to {aside}", file=sys.stderr)
+    out.mkdir(parents=True)
 
 
-def prepare_output(out: Path, cells: list[CellSpec], force: bool = False) -> None:
-    """Make ``out`` ready for this sweep, or raise :class:`SweepError` before any work (see the module docstring)."""
+def _recorded_code(out: Path) -> dict | None:
+    """The code fingerprint the earlier run in ``out`` recorded in its environment.json, if any."""
+    try:
+        return json.loads((out / "environment.json").read_text()).get("code")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def prepare_output(out: Path, cells: list[CellSpec], force: bool = False, code: dict | None = None) -> None:
+    """Make ``out`` ready for this sweep, or raise :class:`SweepError` before any work (see the module docstring).
+
+    ``code`` is this run's :func:`fmbench.provenance.code_fingerprint`: rows saved ``ok`` by other code are not
+    resumed (they would sit beside rows of this code as if one had computed both); the run is refused, naming what
+    changed, unless ``force`` moves it aside."""
     if out.exists() and not out.is_dir():
         raise SweepError(f"the output path {out} exists and is not a directory")
     try:
@@ -259,17 +274,25 @@ def prepare_output(out: Path, cells: list[CellSpec], force: bool = False) -> Non
         probe.unlink()
     except OSError as error:
         raise SweepError(f"cannot write to the output directory {out}: {error.strerror or error}") from None
-    foreign = _stored_keys(out) - {cell.key() for cell in cells}
-    if foreign:
-        if not force:
-            raise SweepError(
-                f"{out} holds {len(foreign)} cell(s) of another sweep; refusing to mix them. Use another --out, or "
-                "--force to start afresh (the old run is kept aside)"
-            )
-        aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        shutil.move(str(out), str(aside))
-        print(f"moved the old run aside to {aside}", file=sys.stderr)
-        out.mkdir(parents=True)
+    rows = load_rows(out)
+    foreign = (set(rows["cell"]) if "cell" in rows else set()) - {cell.key() for cell in cells}
+    stale = 0
+    if code is not None and "status" in rows:
+        recorded = rows["code"] if "code" in rows else pd.Series([None] * len(rows), index=rows.index)
+        stale = int(((rows["status"] == "ok") & (recorded != fingerprint_key(code))).sum())
+    if foreign and not force:
+        raise SweepError(
+            f"{out} holds {len(foreign)} cell(s) of another sweep; refusing to mix them. Use another --out, or "
+            "--force to start afresh (the old run is kept aside)"
+        )
+    if stale and not force:
+        raise SweepError(
+            f"{out} holds {stale} row(s) computed by other code: {what_changed(_recorded_code(out), code)}. Resuming "
+            "would keep those rows as if this code had computed them. Use another --out, or --force to start afresh "
+            "(the old run is kept aside)"
+        )
+    if foreign or stale:
+        _move_aside(out)
     specs = [{"cell": cell.key(), **cell.as_dict()} for cell in cells]
     temporary = out / "sweep.json.tmp"
     temporary.write_text(json.dumps({"cells": specs}, indent=1))
@@ -313,6 +336,19 @@ class Progress:
 
 
 # ---------------------------------------------------------------------- the sweep
+
+
+def _record_end_load(out: Path) -> None:
+    """Add the load average at the end of the run to environment.json (the one at its start lags the run's own load
+    by a minute): ``fmbench compare --timing`` reads it to tell whether two runs were timed under the same load."""
+    path = out / "environment.json"
+    if not hasattr(os, "getloadavg") or not path.exists():
+        return
+    record = json.loads(path.read_text())
+    record["load_average_end"] = list(os.getloadavg())
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(record, indent=2))
+    temporary.replace(path)
 
 
 @dataclass
@@ -368,7 +404,9 @@ def run_sweep(
     """
     out = Path(out)
     check_threads(threads)
-    prepare_output(out, cells, force)
+    code = code_fingerprint(plugins)
+    prepare_output(out, cells, force, code)
+    code_key = fingerprint_key(code)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
     store = RowStore(out)
@@ -382,14 +420,14 @@ def run_sweep(
         torch.set_num_threads(threads)  # training, like the cells, uses the threads asked for
         try:
             record = {**environment(threads, executor_description), "cache_dir": str(cache_dir), "plugins": list(plugins),
-                      "peaks": device_peaks(cells)}
+                      "code": code, "peaks": device_peaks(cells)}
             (out / "environment.json").write_text(json.dumps(record, indent=2))
             training_failures = _pretrain(pending, cache_dir, say, progress)
         finally:
             torch.set_num_threads(previous_threads)
         for position, cell in pending:
             if cell.key() in training_failures:
-                store.append(failed_row(cell, training_failures[cell.key()]), position)
+                store.append({**failed_row(cell, training_failures[cell.key()]), "code": code_key}, position)
         pending = [(p, c) for p, c in pending if c.key() not in training_failures]
         tracker = Progress(len(pending), progress)
         context = CellContext(threads=threads, cache_dir=str(cache_dir), plugins=tuple(plugins))
@@ -398,7 +436,7 @@ def run_sweep(
         interrupted = False
         try:
             for position, row in _results(pending, executor, context, window):
-                store.append(row, position)
+                store.append({**row, "code": code_key}, position)
                 tracker.update(by_position[position], row)
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C exits at once
@@ -409,6 +447,7 @@ def run_sweep(
         rows = store.frame()
     finally:
         store.close()
+    _record_end_load(out)
     export_parquet(out)
     if interrupted:  # said even when quiet: the user must know what was kept and how to go on
         print(f"interrupted: {tracker.done} cell(s) finished in this run and are saved ({len(rows)} rows in {out}). "

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
+
+TIME_ROUND_OFF = 1e-12
+"""How far outside its interval a requested time may be and still count as round-off (a few thousand float64 ulps
+of 1): :meth:`CountingField._time` clamps such a time, and no other."""
 
 
 class FieldOutputError(ValueError):
@@ -43,14 +48,27 @@ class CountingField:
             raise SolverBudgetError(self.max_nfe, t if not isinstance(t, Tensor) or t.numel() == 1 else t.max())
 
     def _time(self, t):
-        """Clamp t to the solve's interval: solvers compute stage times as t0 + c·h, which can land one
-        rounding error outside it (e.g. 1.0000000000000002); the field's own check on [0, 1] stays strict."""
+        """Bring a time within round-off of the solve's interval back into it; leave every other time as asked.
+
+        Solvers compute stage times as t0 + c·h, which can land one rounding error outside the interval (e.g.
+        1.0000000000000002): such a time, within :data:`TIME_ROUND_OFF` × max(1, |bound|) of it, is clamped. A time
+        further out is a real request (EDM's churn evaluates at a raised noise level before the grid's first time)
+        and is passed on unchanged, so the field evaluates where it was asked; the field's own check on [0, 1] stays
+        strict. A clamp that moved such a time would silently evaluate the field somewhere else."""
         if self.interval is None:
             return t
         low, high = self.interval
+        slack = TIME_ROUND_OFF * max(1.0, abs(low), abs(high))
         if isinstance(t, Tensor):
-            return t.clamp(low, high)
-        return min(max(t, low), high)
+            if t.numel() == 1 and t.device.type == "cpu":  # the common case: one time, read without a kernel
+                value = float(t)
+                if low <= value <= high or not low - slack <= value <= high + slack:
+                    return t
+                return t.clamp(low, high)
+            return torch.where((t >= low - slack) & (t <= high + slack), t.clamp(low, high), t)
+        if low - slack <= t <= high + slack:
+            return min(max(t, low), high)
+        return t
 
     @property
     def dim(self) -> int:

@@ -116,6 +116,12 @@ def _resolve_grid(method: Method, steps, grid, start: float, end: float = 1.0) -
     return torch.tensor([start, end], dtype=torch.float64)
 
 
+def check_grid_start(grid: Tensor, start: float, what: str) -> None:
+    """Refuse a grid that begins before ``start``, the earliest time where ``what`` (a method or a diffusion) is finite."""
+    if float(grid[0]) < start:
+        raise ValueError(f"{what} is singular at t < {start} on this schedule; start the grid at t ≥ {start}")
+
+
 def _resolve_options(method: Method, options: dict) -> dict:
     """The method's own options (e.g. DDIM's ``eta``) over its declared defaults; each a finite number ≥ 0."""
     unknown = sorted(set(options) - set(method.options))
@@ -183,9 +189,7 @@ def sample(
     if spec.draws_noise(options) and generator is None:
         raise ValueError(f"{method!r} needs a generator (torch.Generator or integer seed): it draws noise here")
     grid_used = _resolve_grid(spec, steps, grid, start)
-    if float(grid_used[0]) < start:
-        what = repr(diffusion) if spec.diffusion else method
-        raise ValueError(f"{what} is singular at t < {start} on this schedule; start the grid at t ≥ {start}")
+    check_grid_start(grid_used, start, repr(diffusion) if spec.diffusion else method)
     counting = CountingField(field, interval=(float(grid_used.min()), float(grid_used.max())), max_nfe=max_nfe)
     request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, generator, return_trajectory, options)
     x, trajectory, info = spec.integrate(request)

@@ -165,7 +165,7 @@ def main() -> None:
                 "applies to that class.", "", markdown_table(summarise_accuracy(spread)), "",
                 "Largest changes (all classes):", "",
                 markdown_table(spread.sort_values("relative", ascending=False).head(15)[
-                    ["class", "where", "metric", "variation", "baseline", "now", "relative"]], ".4g"), ""]
+                    ["class", "where", "metric", "variation", "baseline", "now", "absolute", "relative"]], ".8g"), ""]
     out.write_text("\n".join(text))
     print(f"wrote {out}")
 

@@ -401,7 +401,7 @@ def compare_runs(baseline_dir: str | Path, run_dir: str | Path, timing: bool = F
 
 def _compare_cell(old: pd.Series, new: pd.Series, tolerances: dict[str, Tolerance]) -> list[Change]:
     if old["status"] != new["status"]:
-        verdict = "worse" if old["status"] == "ok" else "better" if new["status"] == "ok" else "worse"
+        verdict = "better" if new["status"] == "ok" else "worse"  # now ok (it was not), or no longer ok
         return [Change("status", "status", str(old["status"]), f"{new['status']}: {new.get('error')}"
                        if new["status"] != "ok" else "ok", verdict)]
     if new["status"] != "ok":

@@ -345,3 +345,34 @@ def test_a_worker_that_dies_becomes_failed_rows_and_a_rerun_completes(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert (load_rows(tmp_path / "run")["status"] == "ok").all()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--dask", "local:abc"], "--dask local:N needs a whole number N ≥ 1 of workers, got 'local:abc'"),
+    (["--dask", "local:0"], "--dask local:N needs a whole number N ≥ 1 of workers, got 'local:0'"),  # hung with 0 rows
+    (["--threads", "100000"], "--threads must be between 1 and this machine's"),  # libgomp ran out of memory
+    (["--workers", "0"], "--workers must be ≥ 1, got 0"),
+])
+def test_bad_executor_options_exit_2_before_anything_runs(tmp_path, capsys, arguments, message):
+    assert main(["run", "smoke", "--out", str(tmp_path / "run"), "--quiet", *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run" / "rows.sqlite").exists()
+
+
+def test_an_unreachable_dask_scheduler_exits_2(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("distributed")
+    import fmbench.sweep
+
+    monkeypatch.setattr(fmbench.sweep, "DASK_CONNECT_TIMEOUT_S", 1)
+    assert main(["run", "smoke", "--out", str(tmp_path / "run"), "--quiet", "--dask", "tcp://127.0.0.1:1"]) == 2
+    assert "cannot reach the Dask scheduler at 'tcp://127.0.0.1:1' within 1 s" in capsys.readouterr().err
+
+
+def test_a_target_too_large_to_build_is_a_sweep_error(tmp_path, capsys):
+    """d = 10⁷ asks the allocator for 800 TB (beyond any 47-bit address space, whatever the overcommit policy) while
+    the sweep is checked: a problem of the sweep (exit 2), not a crash."""
+    sweep = tmp_path / "big.toml"
+    sweep.write_text('[sweep]\ntarget = "gaussian"\ntarget_params = { gaussian = { d = 10000000 } }\nschedule = "cond_ot"\n'
+                     '[[solver]]\nmethod = ["euler"]\nsteps = [4]\n')
+    assert main(["run", str(sweep), "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "target 'gaussian' with {'d': 10000000} cannot be built on this machine" in capsys.readouterr().err

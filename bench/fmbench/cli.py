@@ -21,6 +21,7 @@ writes the text files a committed baseline needs.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -88,8 +89,11 @@ def _run(args) -> int:
     from fmbench.report import write_report
     from fmbench.sweep import open_executor, run_sweep
 
-    if args.workers < 1 or args.threads < 1:
-        return _error("--workers and --threads must be ≥ 1")
+    if args.workers < 1:
+        return _error(f"--workers must be ≥ 1, got {args.workers}")
+    cores = os.cpu_count() or 1
+    if not 1 <= args.threads <= cores:
+        return _error(f"--threads must be between 1 and this machine's {cores} CPU(s), got {args.threads}")
     # A process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python keeps it
     # so: restore the default, so that Ctrl-C or `kill -INT` always stops the sweep after saving what finished.
     signal.signal(signal.SIGINT, signal.default_int_handler)

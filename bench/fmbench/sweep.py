@@ -139,6 +139,20 @@ def _worker_init(parent: int) -> None:
     threading.Thread(target=watch_parent, daemon=True).start()
 
 
+DASK_CONNECT_TIMEOUT_S = 10
+"""How long ``--dask ADDRESS`` waits for the scheduler before the run is refused (exit 2)."""
+
+
+def _local_workers(dask: str) -> int:
+    """N of ``--dask local[:N]``: a whole number ≥ 1 (default: the CPU count)."""
+    text = dask.partition(":")[2]
+    if not text:
+        return os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise SweepError(f"--dask local:N needs a whole number N ≥ 1 of workers, got {dask!r}")
+    return int(text)
+
+
 @contextmanager
 def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[Executor | None, str, int]]:
     """``(executor, description, parallelism)``: None for in-process (``workers`` ≤ 1, no ``dask``), a process pool,
@@ -153,11 +167,16 @@ def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[E
         except ImportError:
             raise SweepError("--dask needs the optional extra: pip install 'fmbench[dask]'") from None
         if dask == "local" or dask.startswith("local:"):
-            count = int(dask.partition(":")[2] or os.cpu_count() or 1)
+            count = _local_workers(dask)
             cluster = LocalCluster(n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None)
             client, description = Client(cluster), f"dask LocalCluster of {count} workers"
         else:
-            cluster, client, description = None, Client(dask), f"dask scheduler {dask}"
+            try:
+                client = Client(dask, timeout=DASK_CONNECT_TIMEOUT_S)
+            except (OSError, ValueError) as error:  # refused, unreachable, timed out, or not an address at all
+                raise SweepError(f"cannot reach the Dask scheduler at {dask!r} within {DASK_CONNECT_TIMEOUT_S} s: "
+                                 f"{type(error).__name__}: {error}") from None
+            cluster, description = None, f"dask scheduler {dask}"
         try:
             yield client.get_executor(), description, max(1, sum(client.nthreads().values()))
         finally:

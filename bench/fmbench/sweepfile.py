@@ -258,8 +258,11 @@ def _build_problem(label: str, name: str, params_json: str) -> str | None:
     params = json.loads(params_json)
     try:
         registry.build(name, **params)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         return f"{label} {name!r} with {params}: {error}"
+    except (MemoryError, RuntimeError) as error:  # e.g. the allocator refusing a target of d = 10⁶
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"{label} {name!r} with {params} cannot be built on this machine: {first_line}"
     return None
 
 

@@ -392,8 +392,7 @@ def compare_runs(baseline_dir: str | Path, run_dir: str | Path, timing: bool = F
         comparable = not differences
         warnings += [f"{text}: timing verdicts are warnings only" for text in differences]
         timing_changes = [change for cell in now.index if cell in before.index
-                          for change in _timing_change(cell, describe(now.loc[cell]), before.loc[cell], now.loc[cell],
-                                                       timing_threshold)]
+                          for change in _timing_change(cell, before.loc[cell], now.loc[cell], timing_threshold, describe)]
         median = _median_timing_ratio(before, now)
     return Comparison(changed, timing_changes, median, added, missing, not_compared, warnings, checked, tolerances,
                       strict, allow_missing, timing, comparable)
@@ -424,13 +423,14 @@ def _compare_cell(old: pd.Series, new: pd.Series, tolerances: dict[str, Toleranc
     return changes
 
 
-def _timing_change(cell: str, where: str, old: pd.Series, new: pd.Series, threshold: float) -> list[TimingChange]:
+def _timing_change(cell: str, old: pd.Series, new: pd.Series, threshold: float, describe) -> list[TimingChange]:
+    """The cell's timing verdict beyond ``threshold`` (described only then: most cells have none)."""
     before, now = _number(old.get("wall_s_normalised")), _number(new.get("wall_s_normalised"))
     if not before or not now or old.get("status") != "ok" or new.get("status") != "ok":
         return []
     ratio = now / before
     verdict = "slower" if ratio > threshold else "faster" if ratio < 1 / threshold else None
-    return [TimingChange(cell, where, before, now, verdict)] if verdict else []
+    return [TimingChange(cell, describe(new), before, now, verdict)] if verdict else []
 
 
 def _median_timing_ratio(before: pd.DataFrame, now: pd.DataFrame) -> float | None:

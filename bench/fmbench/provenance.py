@@ -6,8 +6,8 @@ again. So every row records ``code``, the short hash of :func:`code_fingerprint`
 * ``fmcore`` and ``fmbench``: a SHA-256 over the path and bytes of every ``.py`` file of the package as imported
   (editable installs and uncommitted edits included — a content hash needs no git);
 * ``plugins``: the same over each plugin module's source (a package plugin: all its ``.py`` files);
-* for the record, not the hash: the project's git commit and a hash of its uncommitted changes to the two packages
-  (``git diff HEAD``), where the packages sit in a git checkout.
+* for the record, not the hash: a hash of the uncommitted changes to the two packages (``git diff HEAD``), where
+  they sit in a git checkout (the commit itself is ``environment.json``'s ``git_commit``).
 
 A run directory whose rows carry another fingerprint is refused on resume (:func:`fmbench.sweep.prepare_output`),
 naming what changed; ``--force`` moves it aside and starts afresh.
@@ -52,7 +52,8 @@ def plugin_source(name: str) -> Path | None:
     return origin.parent if spec.submodule_search_locations else origin
 
 
-def _git(arguments: list[str], cwd: Path) -> str | None:
+def git_output(arguments: list[str], cwd: Path) -> str | None:
+    """What ``git ARGUMENTS`` prints in ``cwd``; None where git is missing or fails (not a checkout)."""
     try:
         return subprocess.run(["git", *arguments], capture_output=True, text=True, check=True, cwd=cwd, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
@@ -60,17 +61,14 @@ def _git(arguments: list[str], cwd: Path) -> str | None:
 
 
 def code_fingerprint(plugins: tuple[str, ...] | list[str] = ()) -> dict:
-    """``{"fmcore": hash, "fmbench": hash, "plugins": {name: hash}, "git_commit": …, "git_diff": …}``."""
+    """``{"fmcore": hash, "fmbench": hash, "plugins": {name: hash}, "git_diff": hash or None}``."""
     roots = {"fmcore": _package_root(fmcore), "fmbench": Path(__file__).resolve().parent}
     record: dict = {name: source_hash(root) for name, root in roots.items()}
     record["plugins"] = {}
     for name in plugins:
         source = plugin_source(name)
         record["plugins"][name] = source_hash(source) if source is not None else None
-    top = _git(["rev-parse", "--show-toplevel"], roots["fmcore"])
-    commit = _git(["rev-parse", "HEAD"], roots["fmcore"]) if top else None
-    diff = _git(["diff", "HEAD", "--", str(roots["fmcore"]), str(roots["fmbench"])], roots["fmcore"]) if top else None
-    record["git_commit"] = commit.strip() if commit else None
+    diff = git_output(["diff", "HEAD", "--", str(roots["fmcore"]), str(roots["fmbench"])], roots["fmcore"])
     record["git_diff"] = hashlib.sha256(diff.encode()).hexdigest()[:16] if diff else None
     return record
 

@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from fmbench.cells import DTYPES, CellContext, CellSpec, failed_row, run_cell, train_for
-from fmbench.provenance import code_fingerprint, fingerprint_key, what_changed
+from fmbench.provenance import code_fingerprint, fingerprint_key, git_output, what_changed
 from fmbench.roofline import measure_peaks
 from fmbench.store import RowStore, export_parquet, load_rows
 from fmbench.sweepfile import SweepError
@@ -60,12 +60,9 @@ def environment(threads: int | None = None, executor: str = "in-process") -> dic
         except metadata.PackageNotFoundError:
             packages[name] = None
     here = Path(__file__).parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, cwd=here).stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
+    commit = git_output(["rev-parse", "HEAD"], here)
+    status = git_output(["status", "--porcelain", "--untracked-files=no"], here) if commit else None
+    commit, dirty = (commit.strip(), bool(status.strip())) if commit and status is not None else (None, None)
     cuda = []
     for index in range(torch.cuda.device_count()):
         properties = torch.cuda.get_device_properties(index)

@@ -112,7 +112,7 @@ register_tableau(ButcherTableau("kutta3", 3, c=(0.0, 0.5, 1.0), a=((), (0.5,), (
 '''
 
 PLUGIN_SWEEP = '''
-plugins = ["my_samplers"]
+plugins = ["my_samplers.py"]
 
 [sweep]
 target = ["gaussian"]
@@ -319,7 +319,8 @@ def test_a_resume_with_changed_plugin_code_is_refused_naming_it(tmp_path):
     (tmp_path / "my_samplers.py").write_text(textwrap.dedent(CHANGED_PLUGIN))
     refused = subprocess.run(command, capture_output=True, text=True)
     assert refused.returncode == 2
-    assert "holds 4 row(s) computed by other code: plugin 'my_samplers''s source changed" in refused.stderr
+    plugin = (tmp_path / "my_samplers.py").resolve()
+    assert f"holds 4 row(s) computed by other code: plugin '{plugin}''s source changed" in refused.stderr
     assert "--force to start afresh" in refused.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "rows.parquet"), before)  # nothing touched
     forced = subprocess.run([*command, "--force"], capture_output=True, text=True)

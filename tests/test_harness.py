@@ -92,7 +92,7 @@ def uninterrupted(tmp_path_factory) -> pd.DataFrame:
     return _accuracy(tmp / "run")
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_an_interrupted_sweep_resumes_to_the_uninterrupted_rows(tmp_path, uninterrupted, stop):
     sweep, out = _write(tmp_path, SLOW_SWEEP), tmp_path / "run"
     process = _start_and_wait_for_rows(_command(sweep, out), out, rows=2)
@@ -100,7 +100,7 @@ def test_an_interrupted_sweep_resumes_to_the_uninterrupted_rows(tmp_path, uninte
     _, stderr = process.communicate(timeout=60)
     saved = _saved(out)
     assert 2 <= saved < 8, "the signal should land in the middle of the sweep"
-    if stop == signal.SIGINT:
+    if stop != signal.SIGKILL:  # SIGTERM is handled as Ctrl-C is
         assert process.returncode == 130 and "Run the same command again to resume" in stderr
     else:
         assert process.returncode == -signal.SIGKILL
@@ -310,41 +310,136 @@ def test_the_console_script_is_installed():
     assert result.returncode == 0 and "methods" in result.stdout
 
 
-KILLER = '''
-"""A method whose worker process dies the first time it runs (a marker file says when)."""
+FAULTY = '''
+"""Methods that fail as no exception can: a process killed (as the out-of-memory killer does), a hang the in-cell
+timer can end, a hang it cannot (SIGALRM blocked, as in a native loop), an allocation past the address-space limit."""
 import os
-from pathlib import Path
+import signal
+import time
+
+import torch
 
 from fmcore.solvers import Method, get_method, register_method
 
-MARKER = Path(__file__).with_name("kill-once")
+
+def dies(request):
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
-def integrate(request):
-    if MARKER.exists():
-        MARKER.unlink()
-        os._exit(1)  # the worker dies mid-cell, as if killed for memory
+def hangs(request):
+    time.sleep(10**6)
+
+
+def hangs_deaf(request):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(10**6)
+
+
+def hogs(request):
+    torch.empty(2**36, dtype=torch.uint8)  # 64 GiB, past the test's ulimit -v
     return get_method("euler").integrate(request)
 
 
-register_method(Method("dies_once", integrate, stages=1))
+for name, integrate in (("dies", dies), ("hangs", hangs), ("hangs_deaf", hangs_deaf), ("hogs", hogs)):
+    register_method(Method(name, integrate, stages=1))
 '''
 
+INNOCENTS = """
+[sweep]
+target = ["gaussian"]
+schedule = ["cosine"]
+n = 256
+target_params = { gaussian = { d = 3 } }
 
-def test_a_worker_that_dies_becomes_failed_rows_and_a_rerun_completes(tmp_path):
-    (tmp_path / "killer.py").write_text(KILLER)
-    (tmp_path / "kill-once").write_text("")
-    text = 'plugins = ["killer"]\n' + QUICK_SWEEP.replace('method = ["euler", "rk4"]', 'method = ["dies_once", "rk4"]')
-    sweep = _write(tmp_path, text)
-    command = _command(sweep, tmp_path / "run", "--workers", "2")
-    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 1, first.stderr  # cells failed; the sweep itself did not crash
-    rows = load_rows(tmp_path / "run")
-    assert len(rows) == 10 and rows["cell"].is_unique
-    assert rows["error"].fillna("").str.contains("the worker running this cell failed").any()
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr
-    assert (load_rows(tmp_path / "run")["status"] == "ok").all()
+[[solver]]
+method = ["euler", "rk4"]
+steps = [4, 8]
+"""
+
+
+def _faulty_sweep(tmp_path: Path, culprits: list[str], time_limit: float | None = None) -> Path:
+    """Four innocent cells and one cell of each culprit method, with the culprits first in sweep order."""
+    (tmp_path / "faulty.py").write_text(FAULTY)
+    header = 'plugins = ["faulty.py"]\n' + (f"time_limit_s = {time_limit}\n" if time_limit else "")
+    culprit_entry = f"[[solver]]\nmethod = {json.dumps(culprits)}\nsteps = [4]\n"
+    sweep, solvers = INNOCENTS.split("[[solver]]")
+    return _write(tmp_path, header + sweep + culprit_entry + "[[solver]]" + solvers)
+
+
+def _by_method(out: Path) -> pd.DataFrame:
+    return load_rows(out).set_index("method")
+
+
+def _run_faulty(command: list[str], **options) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, **options)
+
+
+def test_a_cell_that_kills_its_worker_is_one_failed_row_and_is_retried_once(tmp_path):
+    out = tmp_path / "run"
+    command = _command(_faulty_sweep(tmp_path, ["dies"]), out, "--workers", "2")
+    first = _run_faulty(command)
+    assert first.returncode == 1, first.stderr  # cells failed; the sweep went on
+    rows = _by_method(out)
+    assert rows.loc["dies", "status"] == "failed" and rows.loc["dies", "fault"] == "died"
+    assert "killed by SIGKILL (what the out-of-memory killer sends)" in rows.loc["dies", "error"]
+    assert (rows.drop("dies")["status"] == "ok").all() and len(rows) == 5
+    second = _run_faulty(command[:-3] + ["--workers", "2"])  # retried once: only the culprit runs, and dies again
+    assert second.returncode == 1 and "1 to run (1 retried)" in second.stderr
+    assert (_by_method(out).drop("dies")["status"] == "ok").all()
+    third = _run_faulty(command[:-3] + ["--workers", "2"])  # then kept failed: nothing runs
+    assert third.returncode == 1 and "0 to run; 1 kept failed" in third.stderr and "--retry-failed" in third.stderr
+    fourth = _run_faulty(command[:-3] + ["--workers", "2", "--retry-failed"])
+    assert "1 to run (1 retried)" in fourth.stderr
+
+
+def test_a_cell_that_takes_the_process_down_in_process_is_named_by_the_next_run(tmp_path):
+    out = tmp_path / "run"
+    command = _command(_faulty_sweep(tmp_path, ["dies"]), out)
+    first = _run_faulty(command)
+    assert first.returncode == -signal.SIGKILL and _saved(out) == 0  # the culprit is first in sweep order
+    second = _run_faulty(command)  # names it, runs the innocents first, then retries it once: it dies again
+    assert second.returncode == -signal.SIGKILL and "the last run died in 1 cell(s)" in second.stderr
+    rows = _by_method(out)
+    assert (rows.drop("dies")["status"] == "ok").all() and len(rows) == 5
+    third = _run_faulty(command)  # kept failed now: the run finishes
+    assert third.returncode == 1, third.stderr
+    row = _by_method(out).loc["dies"]
+    assert row["fault"] == "died" and "the run died while this cell was running in process (start 2" in row["error"]
+    assert "kept failed" in third.stdout and (out / "report.md").exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_cell_past_its_time_limit_is_one_failed_row(tmp_path, workers):
+    out = tmp_path / "run"
+    culprits = ["hangs"] if workers == "1" else ["hangs", "hangs_deaf"]  # a deaf hang can only be killed by a pool
+    started = time.perf_counter()
+    result = _run_faulty(_command(_faulty_sweep(tmp_path, culprits, time_limit=2), out, "--workers", workers))
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 1, result.stderr
+    rows = _by_method(out)
+    assert (rows.drop(culprits)["status"] == "ok").all() and len(rows) == 4 + len(culprits)
+    assert rows.loc["hangs", "fault"] == "time_limit" and "exceeded its time limit of 2 s" in rows.loc["hangs", "error"]
+    assert (rows["time_limit_s"] == 2).all()
+    if workers == "2":
+        assert rows.loc["hangs_deaf", "fault"] == "time_limit"
+        assert "hard limit of 7.2 s" in rows.loc["hangs_deaf", "error"]  # 1.1 × 2 s + 5 s
+    assert elapsed < 120
+
+
+def test_a_cell_past_the_memory_limit_is_one_failed_row(tmp_path):
+    import resource
+
+    out = tmp_path / "run"
+    limit = 16 * 2**30  # virtual memory: far above what torch needs to start, far below the culprit's 64 GiB
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    result = _run_faulty(_command(_faulty_sweep(tmp_path, ["hogs"]), out), preexec_fn=limit_memory)
+    assert result.returncode == 1, result.stderr
+    rows = _by_method(out)
+    assert (rows.drop("hogs")["status"] == "ok").all()
+    assert rows.loc["hogs", "fault"] == "memory" and rows.loc["hogs", "error"].startswith("out of memory: ")
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

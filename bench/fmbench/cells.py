@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import json
 import statistics
 import time
@@ -46,7 +45,9 @@ import torch
 
 from fmbench.calibration import calibration_seconds
 from fmbench.execution import prepare
+from fmbench.faults import fault_of, time_limit
 from fmbench.peers import PeerUnavailable
+from fmbench.plugins import load_plugin
 from fmbench.roofline import velocity_cost
 from fmbench.timing import synchronize
 from fmcore import AnalyticField, get_schedule, get_target
@@ -115,12 +116,14 @@ _LATER_FIELDS = {"execution": "eager", "method_params": {}}
 
 @dataclass(frozen=True)
 class CellContext:
-    """How a cell runs, not what it measures: torch's intra-op threads, the learned-model cache, and the user's
-    plugin modules (imported before the cell runs, so a worker process knows the methods they register)."""
+    """How a cell runs, not what it measures: torch's intra-op threads, the learned-model cache, the user's plugin
+    modules (imported before the cell runs, so a worker process knows the methods they register) and the cell's time
+    limit (:mod:`fmbench.faults`)."""
 
     threads: int = 1
     cache_dir: str | None = None
     plugins: tuple[str, ...] = ()
+    time_limit_s: float | None = None
 
 
 def spec_row(spec: CellSpec) -> dict:
@@ -132,9 +135,10 @@ def spec_row(spec: CellSpec) -> dict:
     return row
 
 
-def failed_row(spec: CellSpec, error: str) -> dict:
-    """The row of a cell that failed outside :func:`run_cell` (its model's training, or its worker)."""
-    return {**spec_row(spec), "status": "failed", "error": error}
+def failed_row(spec: CellSpec, error: str, fault: str = "error") -> dict:
+    """The row of a cell that failed outside :func:`run_cell` (its model's training, or its worker); ``fault`` as in
+    :mod:`fmbench.faults`."""
+    return {**spec_row(spec), "status": "failed", "error": error, "fault": fault}
 
 
 @functools.lru_cache(maxsize=32)
@@ -229,42 +233,45 @@ def _run_sampler(spec: CellSpec, prepared) -> tuple:
 def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
     """Run one cell; always returns a row (``status`` "ok", "failed" or "skipped")."""
     context = context or CellContext()
-    row = {**spec_row(spec), "threads": context.threads}
+    row = {**spec_row(spec), "threads": context.threads, "time_limit_s": context.time_limit_s}
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         return {**row, "status": "skipped", "error": "no CUDA device on this machine", "cell_s": 0.0}
     started = time.perf_counter()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(context.threads)
     try:
-        for module in context.plugins:
-            importlib.import_module(module)
-        dtype = DTYPES[spec.dtype] if spec.dtype in DTYPES else None
-        if dtype is None:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {spec.dtype!r}")
-        if spec.dtype in AUTOCAST and spec.field == "analytic":
-            raise ValueError(f"dtype {spec.dtype!r} (mixed precision) applies to learned fields only")
-        target = get_target(spec.target, **spec.target_params)
-        schedule = get_schedule(spec.schedule, **spec.schedule_params)
-        field = _build_field(spec, target, schedule, dtype, context)
-        noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
-        options = _sampler_options(spec, schedule)
-        with torch.no_grad():
-            prepared = prepare(spec.execution, field, noise.to(dtype=dtype, device=spec.device), spec.method, options)
-        result, wall_s, peak_memory = _run_sampler(spec, prepared)
-        x = result.x.detach().to(dtype=torch.float64, device="cpu")
-        calibration = calibration_seconds(context.threads)
-        row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, wall_s=wall_s,
-                   samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s,
-                   calibration_s=calibration, wall_s_normalised=wall_s / calibration,
-                   execution_used=prepared.used, execution_fallback=prepared.fallback, setup_s=prepared.setup_s,
-                   peak_memory_bytes=peak_memory)
-        if spec.field == "analytic":  # the velocity's cost model × NFE: the report places it on the roofline
-            row["field_gflop"] = velocity_cost(target, spec.n, torch.finfo(dtype).bits // 8).flops * result.nfe / 1e9
-        row.update(_score(spec, target, schedule, noise, x, options))
+        with time_limit(context.time_limit_s):
+            for plugin in context.plugins:
+                load_plugin(plugin)
+            dtype = DTYPES[spec.dtype] if spec.dtype in DTYPES else None
+            if dtype is None:
+                raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {spec.dtype!r}")
+            if spec.dtype in AUTOCAST and spec.field == "analytic":
+                raise ValueError(f"dtype {spec.dtype!r} (mixed precision) applies to learned fields only")
+            target = get_target(spec.target, **spec.target_params)
+            schedule = get_schedule(spec.schedule, **spec.schedule_params)
+            field = _build_field(spec, target, schedule, dtype, context)
+            noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
+            options = _sampler_options(spec, schedule)
+            with torch.no_grad():
+                prepared = prepare(spec.execution, field, noise.to(dtype=dtype, device=spec.device), spec.method, options)
+            result, wall_s, peak_memory = _run_sampler(spec, prepared)
+            x = result.x.detach().to(dtype=torch.float64, device="cpu")
+            calibration = calibration_seconds(context.threads)
+            row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, wall_s=wall_s,
+                       samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s,
+                       calibration_s=calibration, wall_s_normalised=wall_s / calibration,
+                       execution_used=prepared.used, execution_fallback=prepared.fallback, setup_s=prepared.setup_s,
+                       peak_memory_bytes=peak_memory)
+            if spec.field == "analytic":  # the velocity's cost model × NFE: the report places it on the roofline
+                row["field_gflop"] = velocity_cost(target, spec.n, torch.finfo(dtype).bits // 8).flops * result.nfe / 1e9
+            row.update(_score(spec, target, schedule, noise, x, options))
     except PeerUnavailable as error:  # a peer library that is not installed here: like a CUDA cell without CUDA
         row.update(status="skipped", error=str(error))
     except Exception as error:  # noqa: BLE001 — a failing cell is recorded, never raised
-        row.update(status="failed", error=f"{type(error).__name__}: {error}",
+        fault = fault_of(error)
+        prefix = "out of memory: " if fault == "memory" else ""
+        row.update(status="failed", error=f"{prefix}{type(error).__name__}: {error}", fault=fault,
                    traceback=traceback.format_exc(limit=3))
     finally:
         torch.set_num_threads(previous_threads)

@@ -1,8 +1,9 @@
 """The ``fmbench`` command.
 
     fmbench run [PRESET_OR_TOML] [--out DIR] [--workers N | --dask local[:N] | --dask ADDRESS]
-                [--threads T] [--cache DIR] [--force] [--quiet]
-    fmbench report RUN_DIR
+                [--threads T] [--time-limit S] [--retry-failed] [--cache DIR] [--force] [--quiet]
+    fmbench report RUN_DIR [--to DIR]
+    fmbench repair RUN_DIR
     fmbench list
     fmbench export RUN_DIR --csv FILE
     fmbench compare BASELINE_DIR RUN_DIR [--markdown FILE] [--json FILE] [--strict] [--allow-missing]
@@ -11,11 +12,23 @@
     fmbench install-peers [PIP OPTIONS]
 
 ``run`` checks the whole sweep, runs the cells not yet saved ``ok`` in ``DIR`` (default
-``results/runs/<preset>``; a rerun resumes, retrying failed cells), and writes ``DIR/report.md`` whatever
-failed. Exit status: 0 when every cell is ok (or skipped), 1 when cells failed, 2 when the sweep or the
-command line is wrong (nothing ran), 130 when interrupted. ``compare`` exits 1 when a cell got worse, when nothing
-was compared or when baseline cells are missing (``fmbench.compare`` says how each metric is checked); ``baseline``
-writes the text files a committed baseline needs.
+``results/runs/<preset>``; a rerun resumes, retrying failed cells — once only for a cell whose process died or that hit
+its time limit, :mod:`fmbench.faults`), and writes ``DIR/report.md`` whatever failed.
+
+Exit status, every command:
+
+===== ==============================================================================================================
+0     done (every cell ok or skipped; a comparison passed)
+1     cells failed (``run``); a cell got worse, nothing was compared, or baseline cells are missing (``compare``)
+2     the command line or the sweep is wrong: nothing ran (every problem that can be known before a cell runs)
+3     the run's store cannot be used: damaged (``fmbench repair DIR``), locked by another run, read-only, or the disk
+      is full (every saved row is kept; the same command resumes once there is space)
+130   interrupted by Ctrl-C or SIGTERM: what finished is saved, and the same command resumes
+===== ==============================================================================================================
+
+``report``, ``export`` and ``compare`` only read a run, so they work on read-only media (``report --to DIR`` writes the
+report elsewhere). ``compare`` says how each metric is checked (``fmbench.compare``); ``baseline`` writes the text files
+a committed baseline needs.
 """
 
 from __future__ import annotations
@@ -26,9 +39,12 @@ import signal
 import sys
 from pathlib import Path
 
+from fmbench.faults import DEFAULT_TIME_LIMIT_S
+from fmbench.files import RunLockedError, UnsafePathError
+from fmbench.store import StoreError
 from fmbench.sweepfile import SweepError, check_cells, expand, load_sweep, presets
 
-EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,11 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--dask", default=None, metavar="local[:N]|ADDRESS",
                        help="run on Dask: a LocalCluster of N workers, or a running scheduler's address (extra: dask)")
     run.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1; see README, Threads)")
+    run.add_argument("--time-limit", type=float, default=None, metavar="S",
+                     help="each cell's time limit in seconds (default: the sweep file's time_limit_s, else "
+                     f"{DEFAULT_TIME_LIMIT_S:g}); a cell past it is a failed row")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="also run the cells kept failed after their process died or they hit the time limit twice")
     run.add_argument("--cache", type=Path, default=None, help="learned-model cache (default: <out>/../cache)")
     run.add_argument("--force", action="store_true", help="start afresh if --out holds another sweep (kept aside)")
     run.add_argument("--quiet", action="store_true", help="no progress output")
     report = commands.add_parser("report", help="(re)write the report of a finished or partial run")
     report.add_argument("out", type=Path)
+    report.add_argument("--to", type=Path, default=None, metavar="DIR",
+                        help="write the report into DIR instead of the run directory (e.g. a run on read-only media)")
+    repair = commands.add_parser("repair", help="rebuild a damaged rows.sqlite from the rows it can still read and from "
+                                 "rows.parquet (the damaged file is kept aside)")
+    repair.add_argument("out", type=Path)
     commands.add_parser("list", help="what can be swept: targets, schedules, methods, grids, diffusions, objectives, presets")
     export = commands.add_parser("export", help="write a run's rows, in sweep order, to a CSV file")
     export.add_argument("out", type=Path)
@@ -80,9 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _error(message: str) -> int:
+def _error(message: str, status: int = EXIT_BAD_INPUT) -> int:
     print(f"fmbench: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
+    return status
+
+
+def _terminate(signum, frame) -> None:
+    """SIGTERM stops a command as Ctrl-C does: what finished is saved, and the run resumes."""
+    raise KeyboardInterrupt
 
 
 def _run(args) -> int:
@@ -94,22 +125,27 @@ def _run(args) -> int:
     cores = os.cpu_count() or 1
     if not 1 <= args.threads <= cores:
         return _error(f"--threads must be between 1 and this machine's {cores} CPU(s), got {args.threads}")
+    if args.time_limit is not None and not 0 < args.time_limit < float("inf"):
+        return _error(f"--time-limit must be a number of seconds > 0, got {args.time_limit:g}")
     # A process started in the background by a non-interactive shell inherits SIGINT as ignored, and Python keeps it
     # so: restore the default, so that Ctrl-C or `kill -INT` always stops the sweep after saving what finished.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     config = load_sweep(args.sweep)
+    time_limit_s = args.time_limit or config.get("time_limit_s") or DEFAULT_TIME_LIMIT_S
     cells = expand(config)
     check_cells(cells)
     out = args.out or Path("results") / "runs" / Path(args.sweep).stem
-    with open_executor(args.workers, args.dask) as (executor, description, parallelism):
+    with open_executor(args.workers, args.dask, time_limit_s) as (executor, description, parallelism):
         outcome = run_sweep(cells, out, executor=executor, progress=not args.quiet, force=args.force,
                             cache_dir=args.cache, threads=args.threads, executor_description=description,
-                            plugins=config.get("plugins", ()), parallelism=parallelism)
+                            plugins=config.get("plugins", ()), parallelism=parallelism, time_limit_s=time_limit_s,
+                            retry_failed=args.retry_failed)
     report = write_report(out)
     rows = outcome.rows
     failed = int((rows["status"] == "failed").sum()) if len(rows) else 0
     skipped = int((rows["status"] == "skipped").sum()) if len(rows) else 0
-    print(f"{len(rows)} of {len(cells)} cells saved ({failed} failed, {skipped} skipped); report: {report}")
+    kept = f", {outcome.kept_failed} of them kept failed: --retry-failed runs them again" if outcome.kept_failed else ""
+    print(f"{len(rows)} of {len(cells)} cells saved ({failed} failed{kept}, {skipped} skipped); report: {report}")
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_CELLS_FAILED if failed else EXIT_OK
@@ -146,9 +182,34 @@ def _list() -> int:
     return EXIT_OK
 
 
+def _report(args) -> int:
+    from fmbench.report import write_report
+
+    if not args.out.is_dir():
+        return _error(f"{args.out} is not a run directory")
+    if args.to is None and not os.access(args.out, os.W_OK):
+        return _error(f"{args.out} cannot be written (read-only?): write the report elsewhere with --to DIR", EXIT_STORE)
+    print(write_report(args.out, to=args.to))
+    return EXIT_OK
+
+
+def _repair(args) -> int:
+    from fmbench.store import repair
+
+    if not args.out.is_dir():
+        return _error(f"{args.out} is not a run directory")
+    done = repair(args.out)
+    kept = f"; the damaged file is kept as {done['kept_as']}" if done["kept_as"] else ""
+    print(f"rebuilt {args.out / 'rows.sqlite'}: {done['from_sqlite']} row(s) read from the old store, "
+          f"{done['from_parquet']} more from rows.parquet{kept}. Run the sweep again to run the rest.")
+    return EXIT_OK
+
+
 def _export(args) -> int:
     from fmbench.store import load_rows
 
+    if not args.out.is_dir():
+        return _error(f"{args.out} is not a run directory")
     rows = load_rows(args.out)
     if rows.empty:
         return _error(f"{args.out} holds no rows")
@@ -202,18 +263,32 @@ def _baseline(args) -> int:
     return EXIT_OK
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"fmbench: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = _parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return _command(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        warnings.showwarning = shown
+
+
+def _command(args) -> int:
     try:
         if args.command == "run":
             return _run(args)
         if args.command == "report":
-            from fmbench.report import write_report
-
-            if not args.out.is_dir():
-                return _error(f"{args.out} is not a run directory")
-            print(write_report(args.out))
-            return EXIT_OK
+            return _report(args)
+        if args.command == "repair":
+            return _repair(args)
         if args.command == "list":
             return _list()
         if args.command == "compare":
@@ -226,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
             install(args.pip_args)
             return EXIT_OK
         return _export(args)
-    except SweepError as error:
+    except (SweepError, UnsafePathError) as error:
         return _error(str(error))
+    except (StoreError, RunLockedError) as error:
+        return _error(str(error), EXIT_STORE)
     except KeyError as error:  # a name looked up in a registry: print its message, not its repr
         return _error(error.args[0] if error.args else str(error))
     except KeyboardInterrupt:

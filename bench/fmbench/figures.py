@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 
 from fmbench.analysis import exact_error, labels, pareto_front, performance_rows  # noqa: E402
+from fmbench.files import atomic_writer  # noqa: E402
 from fmcore.solvers import METHODS  # noqa: E402
 
 MARKERS = {"uniform": "o", "karras": "s", "logsnr": "^", "cosine": "D"}
@@ -66,7 +67,8 @@ def _styled_panels(frame: pd.DataFrame):
 
 def _save(figure, path: Path) -> Path:
     figure.tight_layout()
-    figure.savefig(path, dpi=100, bbox_inches="tight")
+    with atomic_writer(path) as file:  # never through a link planted at the figure's name (fmbench.files)
+        figure.savefig(file, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
     return path
 

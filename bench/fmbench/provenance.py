@@ -16,12 +16,12 @@ naming what changed; ``--force`` moves it aside and starts afresh.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
 
 import fmcore
+from fmbench.plugins import plugin_source
 
 HASHED = ("fmcore", "fmbench", "plugins")
 
@@ -41,15 +41,6 @@ def source_hash(root: Path) -> str:
 
 def _package_root(module) -> Path:
     return Path(module.__file__).resolve().parent
-
-
-def plugin_source(name: str) -> Path | None:
-    """Where plugin ``name``'s source is: its package folder or its module file (None when it has no file)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
-        return None
-    origin = Path(spec.origin).resolve()
-    return origin.parent if spec.submodule_search_locations else origin
 
 
 def git_output(arguments: list[str], cwd: Path) -> str | None:

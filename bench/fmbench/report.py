@@ -25,6 +25,7 @@ from fmbench.analysis import (
     throughput_table,
     time_ratios,
 )
+from fmbench.files import atomic_writer, write_text
 from fmbench.store import export_parquet, load_rows
 
 __all__ = ["write_report"]
@@ -74,7 +75,7 @@ def _exact_vs_sampled(ok: pd.DataFrame) -> pd.DataFrame:
     return rows[keep].sort_values(["target", "schedule", "label", "steps"])
 
 
-def _learned_field(rows: pd.DataFrame, out: Path):
+def _learned_field(rows: pd.DataFrame, run: Path):
     """The run's learned seed000/cond_ot model from its cache, for the histograms (None if the run had none, or its
     cache is gone: a report never trains)."""
     learned = rows[(rows["status"] == "ok") & (rows["field"] == "learned:cfm") & (rows["target"] == "seed000")
@@ -87,8 +88,8 @@ def _learned_field(rows: pd.DataFrame, out: Path):
     row = learned.iloc[0]
     spec = CellSpec(target="seed000", schedule="cond_ot", method=str(row["method"]), field="learned:cfm",
                     seed=int(row["seed"]), train_steps=int(row["train_steps"]))
-    cache = Path(json.loads((out / "environment.json").read_text()).get("cache_dir") or default_cache_dir(out)) \
-        if (out / "environment.json").exists() else default_cache_dir(out)
+    cache = Path(json.loads((run / "environment.json").read_text()).get("cache_dir") or default_cache_dir(run)) \
+        if (run / "environment.json").exists() else default_cache_dir(run)
     try:
         return train_for(spec, cache, cached_only=True)
     except Exception:  # noqa: BLE001 — the figure then shows the analytic field alone
@@ -124,22 +125,28 @@ def _performance_section(rows: pd.DataFrame, environment: dict, out: Path) -> li
     return lines
 
 
-def write_report(out: str | Path, histograms: bool = True) -> Path:
-    """Write ``<out>/report.md``, its figures, ``cells.csv`` and the ``rows.parquet`` export from the run's rows.
+def write_report(run: str | Path, histograms: bool = True, to: str | Path | None = None) -> Path:
+    """Write ``report.md``, its figures and ``cells.csv`` from the rows of the run in ``run``, into ``to`` (default: the
+    run directory, where the ``rows.parquet`` export is refreshed too). Every file is written atomically and never
+    through a link (:mod:`fmbench.files`); the run itself is only read, so ``to`` makes a report of a run on read-only
+    media.
 
-    Works on any state of a run: partial, interrupted, or one whose every cell failed."""
-    out = Path(out)
-    rows = load_rows(out)
-    if (out / "rows.sqlite").exists():
-        export_parquet(out)
-    if rows.empty:
-        rows = pd.DataFrame({"status": pd.Series(dtype=str)})
-    environment = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
+    Works on any state of a run: partial, interrupted, one whose every cell failed, or one with no rows yet."""
+    run = Path(run)
+    out = Path(to) if to is not None else run
+    out.mkdir(parents=True, exist_ok=True)
+    rows = load_rows(run)
+    if (run / "rows.sqlite").exists() and out == run:
+        export_parquet(run)
+    environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").exists() else {}
+    if rows.empty or "status" not in rows or "field" not in rows:
+        return write_text(out / "report.md", "\n".join([f"# Sweep report: {run.name}", "", *_environment_line(environment),
+                                                      f"No cell's row is saved in {run} yet.", ""]))
     ok = rows[rows["status"] == "ok"].copy()
     if len(ok):
         ok["label"] = labels(ok)
     failed, skipped = rows[rows["status"] == "failed"], rows[rows["status"] == "skipped"]
-    lines = [f"# Sweep report: {out.name}", "", *_environment_line(environment),
+    lines = [f"# Sweep report: {run.name}", "", *_environment_line(environment),
              f"{len(rows)} cells: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped. Every cell's row is in "
              "[`cells.csv`](cells.csv).", ""]
 
@@ -182,7 +189,7 @@ def write_report(out: str | Path, histograms: bool = True) -> Path:
         figures.pareto_plot(rows, out / "pareto_front.png"),
     ]
     if histograms and len(ok):
-        figure_paths.append(figures.intermediate_histograms(out / "seed000_histograms.png", _learned_field(rows, out)))
+        figure_paths.append(figures.intermediate_histograms(out / "seed000_histograms.png", _learned_field(rows, run)))
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figure_paths if p is not None] + [""]
 
     ratios = time_ratios(rows)
@@ -197,7 +204,6 @@ def write_report(out: str | Path, histograms: bool = True) -> Path:
         if len(frame):
             columns = [c for c in ["target", "schedule", "method", "steps", "device", "dtype", "error"] if c in frame]
             lines += [f"## {title}", "", markdown_table(frame[columns]), ""]
-    rows.to_csv(out / "cells.csv", index=False)
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    return report
+    with atomic_writer(out / "cells.csv") as file:
+        rows.to_csv(file, index=False)
+    return write_text(out / "report.md", "\n".join(lines))

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -39,9 +39,11 @@ import pandas as pd
 import torch
 
 from fmbench.cells import DTYPES, CellContext, CellSpec, failed_row, run_cell, train_for
+from fmbench.faults import DEFAULT_TIME_LIMIT_S, RETRIED_ONCE, describe_exit, hard_limit
+from fmbench.files import RUN_MARKERS, RunLock, UnsafePathError, check_output_directory, probe_writable, refuse_link, write_text
 from fmbench.provenance import code_fingerprint, fingerprint_key, git_output, what_changed
 from fmbench.roofline import measure_peaks
-from fmbench.store import RowStore, export_parquet, load_rows
+from fmbench.store import RowStore, StoreError, export_parquet, load_rows, store_error
 from fmbench.sweepfile import SweepError
 from fmbench.threads import check_threads
 
@@ -150,13 +152,49 @@ def _local_workers(dask: str) -> int:
     return int(text)
 
 
+class IsolatedPool(Executor):
+    """A pool of worker processes in which no cell can harm another: each cell runs in a worker of its own at a time
+    (``pebble.ProcessPool``), so a worker that dies (killed for memory, a crash in native code, ``os._exit``) fails
+    only the cell it was running — ``pebble.ProcessExpired`` with its exit code — and is replaced at once, and a cell
+    still running at its hard time limit (:func:`fmbench.faults.hard_limit`) has its worker killed and replaced
+    (``TimeoutError``). A pool that breaks all the same is started afresh for the next cell."""
+
+    def __init__(self, workers: int, time_limit_s: float | None = None):
+        self.workers, self.timeout = workers, hard_limit(time_limit_s)
+        self._max_workers = workers
+        self._pool = self._start()
+
+    def _start(self):
+        import multiprocessing
+
+        from pebble import ProcessPool
+
+        return ProcessPool(max_workers=self.workers, initializer=_worker_init, initargs=(os.getpid(),),
+                           context=multiprocessing.get_context("spawn"))
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        if not self._pool.active:
+            self._pool = self._start()
+        return self._pool.schedule(fn, args, kwargs, timeout=self.timeout)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if cancel_futures or not wait:
+            self._pool.stop()
+        else:
+            self._pool.close()
+        self._pool.join(timeout=30 if wait else 1)
+
+
 @contextmanager
-def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[Executor | None, str, int]]:
-    """``(executor, description, parallelism)``: None for in-process (``workers`` ≤ 1, no ``dask``), a process pool,
-    or Dask; ``parallelism`` is how many cells can run at once (a Dask cluster's total worker threads).
+def open_executor(workers: int = 1, dask: str | None = None,
+                  time_limit_s: float | None = DEFAULT_TIME_LIMIT_S) -> Iterator[tuple[Executor | None, str, int]]:
+    """``(executor, description, parallelism)``: None for in-process (``workers`` ≤ 1, no ``dask``), an
+    :class:`IsolatedPool`, or Dask; ``parallelism`` is how many cells can run at once (a Dask cluster's total worker
+    threads). ``time_limit_s``: a cell's time limit, which the pool enforces by killing the worker past it.
 
     ``dask`` is ``"local"`` / ``"local:N"`` (start a ``LocalCluster`` of N single-threaded worker processes) or
-    the address of a running scheduler (``"tcp://host:8786"``).
+    the address of a running scheduler (``"tcp://host:8786"``). Dask runs a cell in a worker thread, where the
+    in-cell timer cannot run, and cannot stop a running task: under Dask a cell has no time limit.
     """
     if dask:
         try:
@@ -184,10 +222,7 @@ def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[E
     if workers <= 1:
         yield None, "in-process", 1
         return
-    import multiprocessing
-
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(os.getpid(),))
+    pool = IsolatedPool(workers, time_limit_s)
     try:
         yield pool, f"process pool of {workers}", workers
     finally:
@@ -195,26 +230,21 @@ def open_executor(workers: int = 1, dask: str | None = None) -> Iterator[tuple[E
 
 
 def _stop(executor: Executor | None) -> None:
-    """Cancel what is queued and stop what runs, now (after Ctrl-C)."""
-    if executor is None:
-        return
-    if isinstance(executor, ProcessPoolExecutor):
-        workers = list((executor._processes or {}).values())  # no public handle on the pool's processes
-        executor.shutdown(wait=False, cancel_futures=True)
-        for process in workers:
-            process.terminate()
-    else:  # Dask's executor cancels its futures on shutdown(wait=False)
-        executor.shutdown(wait=False)
+    """Cancel what is queued and stop what runs, now (after Ctrl-C or SIGTERM, or when the disk is full)."""
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)  # the pool kills its workers; Dask cancels its futures
 
 
-def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, context: CellContext,
-             window: int) -> Iterator[tuple[int, dict]]:
-    """``(position, row)`` as cells finish: one at a time in process, else ≤ ``window`` futures in flight.
+def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, context: CellContext, window: int,
+             on_start: Callable[[CellSpec], None]) -> Iterator[tuple[int, dict]]:
+    """``(position, row)`` as cells finish: one at a time in process, else ≤ ``window`` futures in flight;
+    ``on_start(cell)`` is called as each cell is started (in process) or submitted.
 
-    A cell never raises, but its worker can die (killed for memory, a broken pool, a lost Dask worker): that cell
-    becomes a failed row saying so, retried by the next run, and the sweep goes on."""
+    A cell never raises, but its worker can die, outrun the pool's hard time limit, or be lost with its Dask worker:
+    that cell becomes a failed row saying so (:func:`_worker_failure`), and the sweep goes on."""
     if executor is None:
         for position, cell in pending:
+            on_start(cell)
             yield position, run_cell(cell, context)
         return
     queue = iter(pending)
@@ -222,10 +252,11 @@ def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, con
 
     def refill() -> None:
         for position, cell in queue:
+            on_start(cell)
             try:
                 in_flight[executor.submit(run_cell, cell, context)] = (position, cell)
-            except RuntimeError as error:  # a broken pool refuses new work: record the cell, try the next
-                failed_rows.append((position, _worker_failure(cell, error)))
+            except RuntimeError as error:  # an executor that refuses new work: record the cell, try the next
+                failed_rows.append((position, _worker_failure(cell, error, context)))
             if len(in_flight) >= window:
                 return
 
@@ -243,13 +274,25 @@ def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, con
             try:
                 row = future.result()
             except Exception as error:  # noqa: BLE001 — the worker's failure, not the cell's: record it
-                row = _worker_failure(cell, error)
+                row = _worker_failure(cell, error, context)
             yield position, row
         refill()
 
 
-def _worker_failure(cell: CellSpec, error: BaseException) -> dict:
-    return failed_row(cell, f"the worker running this cell failed: {type(error).__name__}: {error}")
+def _worker_failure(cell: CellSpec, error: BaseException, context: CellContext) -> dict:
+    """The row of a cell whose worker failed it: died (``pebble.ProcessExpired``), killed at the hard time limit
+    (``TimeoutError``), or anything else the executor raised."""
+    exitcode = getattr(error, "exitcode", None)
+    if type(error).__name__ == "ProcessExpired":
+        row = failed_row(cell, f"the worker process running this cell died: {describe_exit(exitcode)}; the worker was "
+                         "replaced and the other cells ran on", fault="died")
+    elif isinstance(error, TimeoutError):
+        row = failed_row(cell, f"the cell was still running at the pool's hard limit of {hard_limit(context.time_limit_s):g} s "
+                         f"(time limit {context.time_limit_s:g} s, which the in-cell timer could not enforce: a native "
+                         "loop?); its worker was killed and replaced", fault="time_limit")
+    else:
+        row = failed_row(cell, f"the worker running this cell failed: {type(error).__name__}: {error}", fault="died")
+    return {**row, "threads": context.threads, "time_limit_s": context.time_limit_s}
 
 
 # ---------------------------------------------------------------------- the output directory
@@ -260,11 +303,15 @@ def default_cache_dir(out: Path) -> Path:
     return Path(out).resolve().parent / "cache"
 
 
-def _move_aside(out: Path) -> None:
+def _move_aside(out: Path, lock: RunLock) -> RunLock:
+    """Move the run in ``out`` aside to ``<out>.old-<time>`` and start an empty ``out``; return its new lock."""
     aside = out.with_name(f"{out.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    lock.release()
     shutil.move(str(out), str(aside))
+    (aside / RunLock.filename).unlink(missing_ok=True)
     print(f"moved the old run aside to {aside}", file=sys.stderr)
     out.mkdir(parents=True)
+    return RunLock(out)
 
 
 def _recorded_code(out: Path) -> dict | None:
@@ -275,44 +322,53 @@ def _recorded_code(out: Path) -> dict | None:
         return None
 
 
-def prepare_output(out: Path, cells: list[CellSpec], force: bool = False, code: dict | None = None) -> None:
-    """Make ``out`` ready for this sweep, or raise :class:`SweepError` before any work (see the module docstring).
+def prepare_output(out: Path, cells: list[CellSpec], force: bool = False, code: dict | None = None) -> RunLock:
+    """Make ``out`` ready for this sweep and lock it (the returned :class:`~fmbench.files.RunLock`, to release when the
+    sweep ends), or raise :class:`SweepError` before any work (see the module docstring).
 
-    ``code`` is this run's :func:`fmbench.provenance.code_fingerprint`: rows saved ``ok`` by other code are not
-    resumed (they would sit beside rows of this code as if one had computed both); the run is refused, naming what
-    changed, unless ``force`` moves it aside."""
+    ``out`` may not be a filesystem root, the home directory, or a non-empty directory that holds no run
+    (:func:`fmbench.files.check_output_directory`). ``code`` is this run's
+    :func:`fmbench.provenance.code_fingerprint`: rows saved ``ok`` by other code are not resumed (they would sit beside
+    rows of this code as if one had computed both); the run is refused, naming what changed, unless ``force`` moves it
+    aside."""
     if out.exists() and not out.is_dir():
         raise SweepError(f"the output path {out} exists and is not a directory")
+    check_output_directory(out)
+    holds_run = any((out / name).exists() for name in RUN_MARKERS)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        probe_writable(out)
     except OSError as error:
+        if holds_run:  # an earlier run's store that cannot be written (read-only media): a store problem
+            raise store_error(error, out / RowStore.filename) from None
         raise SweepError(f"cannot write to the output directory {out}: {error.strerror or error}") from None
-    rows = load_rows(out)
-    foreign = (set(rows["cell"]) if "cell" in rows else set()) - {cell.key() for cell in cells}
-    stale = 0
-    if code is not None and "status" in rows:
-        recorded = rows["code"] if "code" in rows else pd.Series([None] * len(rows), index=rows.index)
-        stale = int(((rows["status"] == "ok") & (recorded != fingerprint_key(code))).sum())
-    if foreign and not force:
-        raise SweepError(
-            f"{out} holds {len(foreign)} cell(s) of another sweep; refusing to mix them. Use another --out, or "
-            "--force to start afresh (the old run is kept aside)"
-        )
-    if stale and not force:
-        raise SweepError(
-            f"{out} holds {stale} row(s) computed by other code: {what_changed(_recorded_code(out), code)}. Resuming "
-            "would keep those rows as if this code had computed them. Use another --out, or --force to start afresh "
-            "(the old run is kept aside)"
-        )
-    if foreign or stale:
-        _move_aside(out)
-    specs = [{"cell": cell.key(), **cell.as_dict()} for cell in cells]
-    temporary = out / "sweep.json.tmp"
-    temporary.write_text(json.dumps({"cells": specs}, indent=1))
-    temporary.replace(out / "sweep.json")
+    lock = RunLock(out)
+    try:
+        rows = load_rows(out)
+        foreign = (set(rows["cell"]) if "cell" in rows else set()) - {cell.key() for cell in cells}
+        stale = 0
+        if code is not None and "status" in rows:
+            recorded = rows["code"] if "code" in rows else pd.Series([None] * len(rows), index=rows.index)
+            stale = int(((rows["status"] == "ok") & (recorded != fingerprint_key(code))).sum())
+        if foreign and not force:
+            raise SweepError(
+                f"{out} holds {len(foreign)} cell(s) of another sweep; refusing to mix them. Use another --out, or "
+                "--force to start afresh (the old run is kept aside)"
+            )
+        if stale and not force:
+            raise SweepError(
+                f"{out} holds {stale} row(s) computed by other code: {what_changed(_recorded_code(out), code)}. Resuming "
+                "would keep those rows as if this code had computed them. Use another --out, or --force to start "
+                "afresh (the old run is kept aside)"
+            )
+        if foreign or stale:
+            lock = _move_aside(out, lock)
+        specs = [{"cell": cell.key(), **cell.as_dict()} for cell in cells]
+        write_text(out / "sweep.json", json.dumps({"cells": specs}, indent=1))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 # ---------------------------------------------------------------------- progress
@@ -360,11 +416,10 @@ def _record_end_load(out: Path) -> None:
     path = out / "environment.json"
     if not hasattr(os, "getloadavg") or not path.exists():
         return
+    refuse_link(path)
     record = json.loads(path.read_text())
     record["load_average_end"] = list(os.getloadavg())
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(record, indent=2))
-    temporary.replace(path)
+    write_text(path, json.dumps(record, indent=2))
 
 
 @dataclass
@@ -375,6 +430,7 @@ class SweepOutcome:
     ran: int
     failed: int
     interrupted: bool
+    kept_failed: int = 0
 
 
 def _pretrain(
@@ -399,6 +455,27 @@ def _pretrain(
     return failures
 
 
+def _died_in_process(store: RowStore, cells: list[CellSpec], code_key: str) -> int:
+    """Turn each cell the last in-process run died in (started, never saved) into a failed row naming it."""
+    positions = {cell.key(): (position, cell) for position, cell in enumerate(cells)}
+    attempts = store.attempts()
+    died = [key for key in store.died_running() if key in positions]
+    for key in died:
+        position, cell = positions[key]
+        error = (f"the run died while this cell was running in process (start {attempts[key]}; it was recorded as "
+                 "started and never finished): killed, perhaps for memory, or a crash in native code")
+        store.append({**failed_row(cell, error, fault="died"), "attempt": attempts[key], "code": code_key}, position)
+    return len(died)
+
+
+def _kept_failed(store: RowStore, retry_failed: bool) -> set[str]:
+    """Failed cells not to run again: those whose fault (died, time limit) happened on their second start or later."""
+    if retry_failed:
+        return set()
+    attempts = store.attempts()
+    return {key for key, fault in store.faults().items() if fault in RETRIED_ONCE and attempts.get(key, 1) >= 2}
+
+
 def run_sweep(
     cells: list[CellSpec],
     out: str | Path,
@@ -410,35 +487,66 @@ def run_sweep(
     executor_description: str = "in-process",
     plugins: tuple[str, ...] = (),
     parallelism: int | None = None,
+    time_limit_s: float | None = DEFAULT_TIME_LIMIT_S,
+    retry_failed: bool = False,
 ) -> SweepOutcome:
     """Run every cell of ``cells`` not already saved ``ok`` in ``out``; save each row as it finishes.
 
     ``executor`` is any ``concurrent.futures.Executor`` (see :func:`open_executor`); None runs cells here, one at
     a time; ``parallelism`` (how many cells it runs at once; default: its ``_max_workers``, else the CPU count)
-    sets how many are kept in flight (twice that). ``threads`` is torch's intra-op threads per cell. Validate ``cells`` first
+    sets how many are kept in flight (twice that). ``threads`` is torch's intra-op threads per cell;
+    ``time_limit_s`` each cell's time limit; ``retry_failed`` runs again the cells kept failed after their process
+    died or they hit the time limit twice (:mod:`fmbench.faults`). Validate ``cells`` first
     (:func:`fmbench.sweepfile.check_cells`).
+
+    Raises :class:`fmbench.store.StoreError` when the store is damaged or read-only, and
+    :class:`~fmbench.store.StoreFullError` (after stopping the workers; every saved row kept) when the disk fills.
     """
     out = Path(out)
     check_threads(threads)
     code = code_fingerprint(plugins)
-    prepare_output(out, cells, force, code)
+    lock = prepare_output(out, cells, force, code)
+    try:
+        return _run_locked(cells, out, executor, progress, cache_dir, threads, executor_description, plugins,
+                           parallelism, time_limit_s, retry_failed, code)
+    finally:
+        lock.release()
+
+
+def _run_locked(cells, out, executor, progress, cache_dir, threads, executor_description, plugins, parallelism,
+                time_limit_s, retry_failed, code) -> SweepOutcome:
     code_key = fingerprint_key(code)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(out)
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if progress else (lambda text: None)
     store = RowStore(out)
+    interrupted = False
     try:
-        statuses = store.statuses()
-        pending = [(position, cell) for position, cell in enumerate(cells) if statuses.get(cell.key()) != "ok"]
+        store.check()
+        died = _died_in_process(store, cells, code_key)
+        if died:
+            print(f"the last run died in {died} cell(s) running in process: they are failed rows now (fault 'died'), "
+                  "retried once after the others", file=sys.stderr, flush=True)
+        statuses, kept = store.statuses(), _kept_failed(store, retry_failed)
+        faulted = {key for key, fault in store.faults().items() if fault in RETRIED_ONCE}
+        pending = [(position, cell) for position, cell in enumerate(cells)
+                   if statuses.get(cell.key()) != "ok" and cell.key() not in kept]
+        pending.sort(key=lambda item: item[1].key() in faulted)  # innocents first: a cell that died goes last
         retried = sum(1 for _, cell in pending if cell.key() in statuses)
-        say(f"{len(cells)} cells: {len(cells) - len(pending)} already done, {len(pending)} to run"
-            f"{f' ({retried} retried)' if retried else ''}; {executor_description}, {threads} torch thread(s) per cell -> {out}")
+        kept_note = (f"; {len(kept)} kept failed (their process died or they hit the time limit on a second start: "
+                     "--retry-failed runs them again)" if kept else "")
+        limit_note = f", time limit {time_limit_s:g} s" if time_limit_s else ", no time limit"
+        say(f"{len(cells)} cells: {len(cells) - len(pending) - len(kept)} already done, {len(pending)} to run"
+            f"{f' ({retried} retried)' if retried else ''}{kept_note}; {executor_description}, {threads} torch "
+            f"thread(s) per cell{limit_note} -> {out}")
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)  # training, like the cells, uses the threads asked for
         try:
             record = {**environment(threads, executor_description), "cache_dir": str(cache_dir), "plugins": list(plugins),
-                      "code": code, "peaks": device_peaks(cells)}
-            (out / "environment.json").write_text(json.dumps(record, indent=2))
+                      "time_limit_s": time_limit_s, "code": code, "peaks": device_peaks(cells)}
+            write_text(out / "environment.json", json.dumps(record, indent=2))
             training_failures = _pretrain(pending, cache_dir, say, progress)
+        except OSError as error:
+            raise _as_store_error(error, out) from None
         finally:
             torch.set_num_threads(previous_threads)
         for position, cell in pending:
@@ -446,27 +554,44 @@ def run_sweep(
                 store.append({**failed_row(cell, training_failures[cell.key()]), "code": code_key}, position)
         pending = [(p, c) for p, c in pending if c.key() not in training_failures]
         tracker = Progress(len(pending), progress)
-        context = CellContext(threads=threads, cache_dir=str(cache_dir), plugins=tuple(plugins))
+        context = CellContext(threads=threads, cache_dir=str(cache_dir), plugins=tuple(plugins), time_limit_s=time_limit_s)
         window = 2 * max(1, parallelism or getattr(executor, "_max_workers", None) or os.cpu_count() or 1)
         by_position = dict(pending)
-        interrupted = False
+        attempt: dict[str, int] = {}
+
+        def on_start(cell: CellSpec) -> None:
+            attempt[cell.key()] = store.start(cell.key(), running=executor is None)
+
         try:
-            for position, row in _results(pending, executor, context, window):
-                store.append({**row, "code": code_key}, position)
+            for position, row in _results(pending, executor, context, window, on_start):
+                store.append({**row, "attempt": attempt.get(row["cell"]), "code": code_key}, position)
                 tracker.update(by_position[position], row)
         except KeyboardInterrupt:
             signal.signal(signal.SIGINT, lambda *_: os._exit(130))  # a second Ctrl-C exits at once
             interrupted = True
             _stop(executor)
+            store.clear_running()  # stopped by the user, not died: the cell in flight is simply not finished
+        except StoreError:
+            _stop(executor)
+            raise
         finally:
             tracker.close()
         rows = store.frame()
     finally:
         store.close()
-    _record_end_load(out)
-    export_parquet(out)
+    try:
+        _record_end_load(out)
+        export_parquet(out)
+    except OSError as error:
+        raise _as_store_error(error, out) from None
     if interrupted:  # said even when quiet: the user must know what was kept and how to go on
         print(f"interrupted: {tracker.done} cell(s) finished in this run and are saved ({len(rows)} rows in {out}). "
               "Run the same command again to resume.", file=sys.stderr, flush=True)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    return SweepOutcome(rows, tracker.done, tracker.failed + len(training_failures), interrupted)
+    return SweepOutcome(rows, tracker.done, tracker.failed + len(training_failures), interrupted, len(kept))
+
+
+def _as_store_error(error: OSError, out: Path) -> OSError:
+    """A file system error while writing the run's files, as the store's error (a full disk, read-only media); a
+    refused link stays what it is."""
+    return error if isinstance(error, UnsafePathError) else store_error(error, out / RowStore.filename)

@@ -21,10 +21,14 @@ axes with each ``[[solver]]`` entry's axes (an entry's value replaces the ``[swe
     diffusion = ["constant"]
     diffusion_params = { constant = { c = 0.5 } }
 
-A top-level ``plugins = ["mypackage.samplers"]`` names modules to import before the sweep is checked (and in every
-worker before a cell runs): a module that registers a method (``fmcore.solvers.register_method``), a tableau
-(``register_tableau``), a target or a schedule makes it available by name to the sweep. A plugin must be importable:
-installed, on ``PYTHONPATH``, or beside the sweep file (whose folder is put on the path).
+A top-level ``plugins = ["samplers.py", "mypackage.samplers"]`` names modules to import before the sweep is checked
+(and in every worker before a cell runs): a module that registers a method (``fmcore.solvers.register_method``), a
+tableau (``register_tableau``), a target or a schedule makes it available by name to the sweep. An entry is a path
+(a ``.py`` file or a package folder, relative to the sweep file) or the name of an installed module; nothing else
+beside the sweep file is ever imported (:mod:`fmbench.plugins`).
+
+A top-level ``time_limit_s = 600`` sets each cell's time limit (``fmbench run --time-limit`` overrides it;
+:mod:`fmbench.faults`).
 
 Parameter maps (``target_params``, ``schedule_params``, ``diffusion_params``) map a name to its parameters.
 They work the same in ``[sweep]`` and in a ``[[solver]]`` entry; an entry's map is merged over the sweep's
@@ -38,16 +42,16 @@ silently, and nothing runs until the file is right.
 from __future__ import annotations
 
 import functools
-import importlib
 import itertools
 import json
-import sys
+import math
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
 from fmbench.cells import AUTOCAST, DTYPES, CellSpec
 from fmbench.execution import EXECUTIONS
+from fmbench.plugins import PluginError, import_plugins
 from fmcore.grids import GRIDS
 from fmcore.models import OBJECTIVES
 from fmcore.schedules import SCHEDULES
@@ -63,7 +67,7 @@ PRESETS_DIR = Path(__file__).parent / "presets"
 SPEC_FIELDS = {f.name for f in fields(CellSpec)}
 PARAMETER_MAPS = {"target_params": ("target", TARGETS), "schedule_params": ("schedule", SCHEDULES),
                   "diffusion_params": ("diffusion", DIFFUSIONS), "method_params": ("method", METHODS)}
-TABLES = {"sweep", "solver", "plugins"}
+TABLES = {"sweep", "solver", "plugins", "time_limit_s"}
 
 
 class SweepError(ValueError):
@@ -91,26 +95,21 @@ def load_sweep(source: str | Path) -> dict:
         raise SweepError(f"{path} is not valid TOML: {error}") from None
     unknown = sorted(set(config) - TABLES)
     if unknown:
-        raise SweepError(f"{path}: unknown table(s) {unknown}; a sweep file has [sweep], [[solver]] and plugins only")
+        raise SweepError(f"{path}: unknown table(s) {unknown}; a sweep file has [sweep], [[solver]], plugins and "
+                         "time_limit_s only")
     if not isinstance(config.get("solver", []), list):
         raise SweepError(f"{path}: solver entries are written [[solver]] (an array of tables), not [solver]")
+    limit = config.get("time_limit_s")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < math.inf):
+        raise SweepError(f"{path}: time_limit_s must be a number of seconds > 0, got {limit!r}")
     names = config.get("plugins", [])
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise SweepError(f"{path}: plugins must be a list of module names, e.g. plugins = [\"mypackage.samplers\"]")
-    config["plugins"] = import_plugins(names, path.parent)
+        raise SweepError(f"{path}: plugins must be a list of paths or module names, e.g. plugins = [\"samplers.py\"]")
+    try:
+        config["plugins"] = import_plugins(names, path.parent)
+    except PluginError as error:
+        raise SweepError(f"{path}: {error}") from None
     return config
-
-
-def import_plugins(names: list[str], folder: Path | None = None) -> tuple[str, ...]:
-    """Import the user's plugin modules (``folder``, the sweep file's, goes on ``sys.path`` first)."""
-    if names and folder is not None and str(folder.resolve()) not in sys.path:
-        sys.path.insert(0, str(folder.resolve()))
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except Exception as error:  # noqa: BLE001 — any failure to import is the user's plugin's, said plainly
-            raise SweepError(f"plugin {name!r} could not be imported: {type(error).__name__}: {error}") from None
-    return tuple(names)
 
 
 def _as_list(value) -> list:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import torch
 from torch import Tensor
@@ -83,14 +84,24 @@ def check_choice(name: str, value, allowed) -> str:
     return value
 
 
+SEED_LIMIT = 2**64
+"""torch's generators take seeds in [0, 2⁶⁴)."""
+
+
+def check_seed(name: str, value) -> int:
+    """An integer seed in [0, 2⁶⁴) (torch's range)."""
+    value = check_int(name, value, minimum=0)
+    if value >= SEED_LIMIT:
+        raise ValueError(f"{name} as an integer seed must be in [0, 2**64), got {value}")
+    return value
+
+
 def as_generator(generator, name: str = "generator") -> torch.Generator | None:
     """``None``, a ``torch.Generator`` (kept), or an integer seed (a fresh CPU generator seeded with it)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
-        if generator < 0:
-            raise ValueError(f"{name} as an integer seed must be ≥ 0, got {generator}")
-        return torch.Generator().manual_seed(int(generator))
+        return torch.Generator().manual_seed(check_seed(name, generator))
     raise TypeError(f"{name} must be a torch.Generator, an integer seed or None, got {type(generator).__name__}")
 
 
@@ -144,10 +155,26 @@ def check_samples(
         check_finite(name, x)
 
 
+def _is_complex(value) -> bool:
+    """A complex tensor or array, a complex number, or a (nested) list holding one."""
+    if isinstance(value, Tensor):
+        return value.is_complex()
+    if isinstance(value, complex):
+        return True
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None:
+        return getattr(dtype, "kind", None) == "c"  # numpy
+    if isinstance(value, (list, tuple)):
+        return any(_is_complex(item) for item in value)
+    return False
+
+
 def as_float64(name: str, value) -> Tensor:
     """A finite float64 CPU tensor from a tensor, array or nested list of numbers."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a tensor or array of numbers, got {type(value).__name__}")
+    if _is_complex(value):
+        raise TypeError(f"{name} must be real; it holds complex numbers (their imaginary parts would be dropped)")
     try:
         tensor = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
     except (TypeError, ValueError, RuntimeError) as error:
@@ -159,7 +186,7 @@ def as_float64(name: str, value) -> Tensor:
 # ---------------------------------------------------------------------- time
 
 
-def as_time(t: TimeLike, like: Tensor | None = None, n: int | None = None) -> Tensor:
+def as_time(t: TimeLike, like: Tensor | None = None, n: int | None = None, name: str = "t") -> Tensor:
     """Return ``t`` as a tensor (0-d, or ``(n,)``) checked to lie in [0, 1].
 
     A Python number becomes a 0-d tensor of ``like``'s dtype and device (float64 on the CPU when
@@ -170,30 +197,30 @@ def as_time(t: TimeLike, like: Tensor | None = None, n: int | None = None) -> Te
     device = like.device if like is not None else torch.device("cpu")
     if isinstance(t, Tensor):
         if t.dim() > 1:
-            raise ValueError(f"t must be a float, a 0-d tensor or an (n,) tensor, got shape {tuple(t.shape)}")
+            raise ValueError(f"{name} must be a float, a 0-d tensor or an (n,) tensor, got shape {tuple(t.shape)}")
         if n is not None and t.dim() == 1 and t.shape[0] != n:
-            raise ValueError(f"t has {t.shape[0]} entries but x has n = {n} rows")
+            raise ValueError(f"{name} has {t.shape[0]} entries but x has n = {n} rows")
         if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"t must be a real-valued tensor, got {t.dtype}")
+            raise TypeError(f"{name} must be a real-valued tensor, got {t.dtype}")
         t_tensor = t.to(dtype=dtype, device=device)
-        _check_unit_interval(t_tensor.detach())
+        _check_unit_interval(t_tensor.detach(), name)
         return t_tensor
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
-        raise TypeError(f"t must be a float, a 0-d tensor or an (n,) tensor, got {type(t).__name__}")
+        raise TypeError(f"{name} must be a float, a 0-d tensor or an (n,) tensor, got {type(t).__name__}")
     t_float = float(t)
     if not (math.isfinite(t_float) and 0.0 <= t_float <= 1.0):
-        raise ValueError(f"t must lie in [0, 1] (t = 0 is noise, t = 1 is data), got {t_float}")
+        raise ValueError(f"{name} must lie in [0, 1] (t = 0 is noise, t = 1 is data), got {t_float}")
     return torch.scalar_tensor(t_float, dtype=dtype, device=device)  # a third of torch.tensor's cost per call
 
 
-def _check_unit_interval(t: Tensor) -> None:
+def _check_unit_interval(t: Tensor, name: str = "t") -> None:
     if t.numel() == 0:
         return
     outside = ~((t >= 0) & (t <= 1))  # NaN counts as outside
     if bool(outside.any()):
         bad = t[outside].flatten()[:3].tolist()
         raise ValueError(
-            f"t must lie in [0, 1] (t = 0 is noise, t = 1 is data); {int(outside.sum())} value(s) "
+            f"{name} must lie in [0, 1] (t = 0 is noise, t = 1 is data); {int(outside.sum())} value(s) "
             f"are outside, e.g. {bad}"
         )
 
@@ -203,6 +230,25 @@ def _check_unit_interval(t: Tensor) -> None:
 
 DEFAULT_MEMORY_LIMIT_BYTES = 4 * 2**30
 """What a call that allocates O(n²) or more may use unless told otherwise (``max_memory_bytes``)."""
+
+
+def machine_memory_bytes() -> float:
+    """The machine's physical memory (``inf`` where the OS does not say)."""
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return math.inf
+
+
+def check_allocation(argument: str, value, what: str, needed_bytes: float) -> None:
+    """Refuse, before allocating, a size that this machine cannot hold: ``MemoryError`` when ``what`` (sized by the
+    user's ``argument = value``) would need more than the machine's physical memory."""
+    available = machine_memory_bytes()
+    if needed_bytes > available:
+        raise MemoryError(
+            f"{argument} = {value} is too large: {what} would need about {needed_bytes / 2**30:.3g} GiB, more than this "
+            f"machine's {available / 2**30:.3g} GiB of memory"
+        )
 
 
 def check_memory(what: str, needed_bytes: float, limit_bytes: float | None) -> None:

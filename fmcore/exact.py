@@ -156,7 +156,7 @@ def _probed_law(target: GaussianMixture, schedule: Schedule, method: str, steps,
     coupling = float((response - torch.diag(gain)).abs().max())
     if coupling > 1e-9 * max(1.0, float(gain.abs().max())):
         raise RuntimeError(f"{method} coupled the target's eigendirections ({coupling:.3g}): its map is not diagonal")
-    return ExactLaw(target, schedule, gain, offset, torch.zeros_like(gain), schedule.prior_std, result.t0)
+    return ExactLaw(target, schedule, gain, offset, torch.zeros_like(gain), schedule.prior_std, result.t0, result.t1)
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,10 @@ class ExactLaw:
     r"""The output law :math:`N(\text{mean}, \text{covariance})` of a linear sampler, and its maps.
 
     ``gain`` P, ``offset`` Q and ``noise_variance`` W are per eigendirection of the target (``basis`` U, columns);
-    ``t0`` is where the sampler started, from :math:`N(0, \text{prior\_std}^2 I)`."""
+    ``t0`` is where the sampler started, from :math:`N(0, \text{prior\_std}^2 I)`, and ``t1`` where it stopped: 1,
+    or earlier for a grid that ends before the data (an early stop). :meth:`w2_to_target` and :meth:`strong_error`
+    score the output against the data whatever ``t1`` (an early stop is charged for stopping, as early-stopped
+    diffusion sampling is scored); :meth:`w2_to_marginal` and ``strong_error(t_to=t1)`` against the path at ``t1``."""
 
     target: GaussianMixture
     schedule: Schedule
@@ -173,6 +176,7 @@ class ExactLaw:
     noise_variance: Tensor
     prior_std: float
     t0: float
+    t1: float = 1.0
 
     @property
     def basis(self) -> Tensor:
@@ -196,14 +200,23 @@ class ExactLaw:
     def w2_to_target(self) -> float:
         r"""Exact W2 to the target: :math:`\big(\sum_j (Q_j - m_j)^2 + (\sqrt{V_j} - \sqrt{\lambda_j})^2\big)^{1/2}`
         (Bures for two Gaussians with a common eigenbasis)."""
-        rotated_mean = self.basis.T @ self.target.means[0]
-        standard_deviations = self.target.eigenvalues[0].sqrt()
-        squared = ((self.offset - rotated_mean) ** 2).sum() + ((self.variance.sqrt() - standard_deviations) ** 2).sum()
+        return self._w2_to(self.basis.T @ self.target.means[0], self.target.eigenvalues[0])
+
+    def w2_to_marginal(self) -> float:
+        r"""Exact W2 to the path's marginal at ``t1``, :math:`N(\alpha_{t_1} m, \alpha_{t_1}^2\Lambda + \sigma_{t_1}^2)` in
+        the target's eigenbasis."""
+        values = self.schedule(self.t1)
+        alpha, sigma = float(values.alpha), float(values.sigma)
+        return self._w2_to(alpha * (self.basis.T @ self.target.means[0]), alpha**2 * self.target.eigenvalues[0] + sigma**2)
+
+    def _w2_to(self, rotated_mean: Tensor, variances: Tensor) -> float:
+        """W2 to the Gaussian of this mean and these variances in the same eigenbasis."""
+        squared = ((self.offset - rotated_mean) ** 2).sum() + ((self.variance.sqrt() - variances.sqrt()) ** 2).sum()
         return math.sqrt(float(squared))
 
-    def exact_map(self, t_from: float) -> tuple[Tensor, Tensor]:
-        r"""``(P*, Q*)`` of the exact probability-flow map from ``t_from`` to 1 (:math:`z^* = P^*z + Q^*`)."""
-        start, end = self.schedule(t_from), self.schedule(1.0)
+    def exact_map(self, t_from: float, t_to: float = 1.0) -> tuple[Tensor, Tensor]:
+        r"""``(P*, Q*)`` of the exact probability-flow map from ``t_from`` to ``t_to`` (:math:`z^* = P^*z + Q^*`)."""
+        start, end = self.schedule(t_from), self.schedule(t_to)
         eigenvalues = self.target.eigenvalues[0]
         rotated_mean = self.basis.T @ self.target.means[0]
         variance_start = float(start.alpha) ** 2 * eigenvalues + float(start.sigma) ** 2
@@ -211,12 +224,13 @@ class ExactLaw:
         gain = (variance_end / variance_start).sqrt()
         return gain, float(end.alpha) * rotated_mean - gain * float(start.alpha) * rotated_mean
 
-    def strong_error(self, t_from: float = 0.0) -> float:
-        r"""Exact RMS distance :math:`(E\|\hat x - x^*\|^2)^{1/2}` to the exact flow map from ``t_from`` of the same
-        noise: :math:`(\sigma_0^2\|P - P^*\|^2 + \|Q - Q^*\|^2)^{1/2}`. ODE methods only (no injected noise)."""
+    def strong_error(self, t_from: float = 0.0, t_to: float = 1.0) -> float:
+        r"""Exact RMS distance :math:`(E\|\hat x - x^*\|^2)^{1/2}` to the exact flow map from ``t_from`` to ``t_to``
+        (the data by default; ``t_to = t1`` for the path where an early stop ended) of the same noise:
+        :math:`(\sigma_0^2\|P - P^*\|^2 + \|Q - Q^*\|^2)^{1/2}`. ODE methods only (no injected noise)."""
         if bool((self.noise_variance > 0).any()):
             raise ValueError("the strong error is defined for ODE methods (no injected noise); use w2_to_target")
-        gain, offset = self.exact_map(check_number("t_from", t_from, 0.0, 1.0))
+        gain, offset = self.exact_map(check_number("t_from", t_from, 0.0, 1.0), check_number("t_to", t_to, 0.0, 1.0))
         squared = self.prior_std**2 * ((self.gain - gain) ** 2).sum() + ((self.offset - offset) ** 2).sum()
         return math.sqrt(float(squared))
 
@@ -230,7 +244,7 @@ class ExactLaw:
     def clip_law_w2(self) -> float:
         """W2 to the target of the exact flow started at ``t0`` from the prior: the cost of the start alone."""
         gain, offset = self.exact_map(self.t0)
-        clipped = ExactLaw(self.target, self.schedule, gain, offset, torch.zeros_like(gain), self.prior_std, self.t0)
+        clipped = ExactLaw(self.target, self.schedule, gain, offset, torch.zeros_like(gain), self.prior_std, self.t0, 1.0)
         return clipped.w2_to_target()
 
 
@@ -295,4 +309,22 @@ def exact_output_law(
         state, t0 = identity, times[0]
         for t, t_next in zip(times[:-1], times[1:], strict=True):
             state = step(state, t, t_next)
-    return ExactLaw(target, schedule, state.P, state.Q, state.W, schedule.prior_std, t0)
+    _check_law_finite(state, schedule, grid, method)
+    t1 = 1.0 if grid is None else float(grid[-1])
+    return ExactLaw(target, schedule, state.P, state.Q, state.W, schedule.prior_std, t0, t1)
+
+
+def _check_law_finite(state: _Affine, schedule: Schedule, grid: Tensor | None, method: str) -> None:
+    """Raise, as :func:`fmcore.solvers.sample` does for the same grid, where the law is not finite: the velocity is
+    infinite at a time the sampler evaluates it (a schedule whose dα/dt or σ·dσ/dt diverges there), or it overflowed."""
+    if all(bool(torch.isfinite(part).all()) for part in (state.P, state.Q, state.W)):
+        return
+    if grid is not None:
+        values = schedule(grid)
+        infinite = ~(torch.isfinite(values.d_alpha) & torch.isfinite(values.sigma_d_sigma))
+        if bool(infinite.any()):
+            times = grid[infinite].tolist()[:3]
+            raise ValueError(f"the exact law of {method!r} is not finite: the marginal velocity is infinite at t = {times} "
+                             "of its grid (the schedule's dα/dt or σ·dσ/dt is not finite there); start the grid at a "
+                             "clipped t > 0, as sample() would need")
+    raise ValueError(f"the exact law of {method!r} is not finite on this grid (its gain or offset overflowed float64)")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ._checks import check_instance, check_int, check_number, check_positive
+from ._checks import check_allocation, check_instance, check_int, check_number, check_positive
 from ._registry import Registry
 from .schedules import Schedule
 
@@ -38,6 +38,7 @@ def get_grid(
     """The named grid with ``steps`` intervals on ``[t0, t1]`` (float64, CPU)."""
     GRIDS.lookup(name)
     steps = check_int("steps", steps)
+    check_allocation("steps", steps, f"a grid of {steps} steps (and its working copies)", 4 * 8.0 * (steps + 1))
     t0, t1 = check_number("t0", t0, 0.0, 1.0), check_number("t1", t1, 0.0, 1.0)
     if schedule is not None:
         check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
@@ -143,7 +144,13 @@ def karras_grid(
 
     def rho_spacing(high: float, low: float, count: int) -> Tensor:
         fraction = torch.arange(count, dtype=torch.float64) / (count - 1)
-        return (high ** (1 / rho) + fraction * (low ** (1 / rho) - high ** (1 / rho))) ** rho
+        top, bottom = torch.tensor([high, low], dtype=torch.float64) ** (1 / rho)  # inf, not OverflowError, for tiny ρ
+        levels = (top + fraction * (bottom - top)) ** rho
+        if not bool(torch.isfinite(levels).all()) or not bool((levels[1:] < levels[:-1]).all()):
+            raise ValueError(f"rho = {rho:g} is too {'large' if rho > 1 else 'small'} for float64: the {count} noise levels "
+                             f"(ς_max^(1/ρ) + i/(N-1)·(ς_min^(1/ρ) - ς_max^(1/ρ)))^ρ from {high:g} to {low:g} no longer "
+                             "decrease strictly (EDM uses ρ = 7)")
+        return levels
 
     return _noise_level_grid(schedule, steps, t0, t1, sigma_min, sigma_max, rho_spacing)
 

@@ -19,7 +19,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import as_float64, as_generator, check_finite, check_instance, check_int, check_memory, check_samples
+from ._checks import (
+    as_float64,
+    as_generator,
+    check_allocation,
+    check_finite,
+    check_instance,
+    check_int,
+    check_memory,
+    check_samples,
+)
 from .targets import GaussianMixture
 
 __all__ = [
@@ -53,13 +62,39 @@ def _check_target(target) -> None:
     check_instance("target", target, GaussianMixture, "e.g. fmcore.get_target('seed000'), not its name")
 
 
-def _check_pair(x: Tensor, y: Tensor, same_size: bool = False) -> None:
-    _check_point_cloud("x", x)
-    _check_point_cloud("y", y)
+def _check_pair(x: Tensor, y: Tensor, same_size: bool = False, names: tuple[str, str] = ("x", "y")) -> None:
+    """Two point clouds of the same d (and the same n when ``same_size``), named as the caller's arguments."""
+    first, second = names
+    _check_point_cloud(first, x)
+    _check_point_cloud(second, y)
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
+        raise ValueError(f"{first} and {second} must have the same dimension d, got {x.shape[1]} and {y.shape[1]}")
     if same_size and x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of points, got {x.shape[0]} and {y.shape[0]}")
+        raise ValueError(f"{first} and {second} must have the same number of points, got {x.shape[0]} and {y.shape[0]}")
+
+
+def _binary_exponent(largest: float) -> int:
+    """The e with ``largest`` < 2^e (0 for 0): the power of two a computation is scaled by to keep its squares in range."""
+    return math.frexp(largest)[1] if largest > 0 else 0
+
+
+def _times_power_of_two(x: Tensor, exponent: int) -> Tensor:
+    """``x · 2^exponent``, exact wherever the result is a normal number (two factors, each a normal float64)."""
+    half = exponent // 2
+    return x * math.ldexp(1.0, half) * math.ldexp(1.0, exponent - half)
+
+
+def _unscaled(value: float, exponent: int, what: str) -> float:
+    """``value · 2^exponent``: a metric computed on inputs scaled by 2^−exponent, brought back to their scale; an
+    ``OverflowError`` where the true value is beyond float64's range."""
+    try:
+        return math.ldexp(value, exponent)
+    except OverflowError:
+        raise OverflowError(f"{what} is {value:.6g} × 2^{exponent}, beyond float64's range (about 1.8e308)") from None
+
+
+def _largest(*tensors: Tensor) -> float:
+    return max((float(t.abs().max()) for t in tensors if t.numel()), default=0.0)
 
 
 def _symmetric_psd(name: str, matrix, dim: int | None = None) -> Tensor:
@@ -102,7 +137,10 @@ def w2_gaussian(mean1, cov1, mean2, cov2) -> float:
     covariances' eigenvalues are resolved (≫ :math:`\epsilon\|C\|`), so W2 itself to the square root of that when the
     two laws coincide; an eigenvalue of :math:`C_1` or :math:`C_2` at round-off level (a singular covariance) enters
     :math:`C^{1/2}` as up to :math:`\sqrt{\epsilon\|C\|}`. Symmetric in the two laws to round-off. Cost
-    :math:`O(d^3)`. No sampling error.
+    :math:`O(d^3)`. No sampling error. Computed for the laws scaled by a power of two that brings the largest mean
+    entry or standard deviation to [½, 1), and scaled back: scale-invariant, so no square over- or underflows
+    (W2 of 10³⁰⁸·I with itself is 0, means 10²⁰⁰ apart give 10²⁰⁰·√d); an ``OverflowError`` only where W2 itself is
+    beyond float64's range.
     """
     mean1 = as_float64("mean1", mean1)
     mean2 = as_float64("mean2", mean2)
@@ -112,10 +150,15 @@ def w2_gaussian(mean1, cov1, mean2, cov2) -> float:
         )
     mean1, mean2 = mean1.reshape(-1), mean2.reshape(-1)
     dim = mean1.numel()
-    cov1, cov2 = _symmetric_psd("cov1", cov1, dim), _symmetric_psd("cov2", cov2, dim)
+    cov1, cov2 = as_float64("cov1", cov1), as_float64("cov2", cov2)
+    # Scaled by a power of two s (exactly) so that no square over- or underflows: W2 is computed for the laws of x/s.
+    exponent = _binary_exponent(max(_largest(mean1, mean2), math.sqrt(_largest(cov1, cov2))))
+    mean1, mean2 = _times_power_of_two(mean1, -exponent), _times_power_of_two(mean2, -exponent)
+    cov1 = _symmetric_psd("cov1", _times_power_of_two(cov1, -2 * exponent), dim)
+    cov2 = _symmetric_psd("cov2", _times_power_of_two(cov2, -2 * exponent), dim)
     nuclear = torch.linalg.svdvals(_psd_sqrt(cov1) @ _psd_sqrt(cov2)).sum()
     squared = float(((mean1 - mean2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * nuclear)
-    return math.sqrt(max(squared, 0.0))
+    return _unscaled(math.sqrt(max(squared, 0.0)), exponent, "the W2 distance")
 
 
 # ---------------------------------------------------------------------- exact optimal transport
@@ -202,16 +245,20 @@ def w2_sliced(
     _check_pair(x, y)
     n_projections, batch = check_int("n_projections", n_projections), check_int("batch", batch)
     generator = as_generator(generator)
+    check_allocation("n_projections", n_projections, f"{n_projections} directions in d = {x.shape[1]}",
+                     8.0 * n_projections * x.shape[1])
     directions = torch.randn(n_projections, x.shape[1], dtype=torch.float64, generator=generator)
     directions = directions / directions.norm(dim=1, keepdim=True)
     work_dtype = torch.promote_types(x.dtype, y.dtype)
     x, y = x.detach().to(work_dtype), y.detach().to(dtype=work_dtype, device=x.device)
+    exponent = _binary_exponent(_largest(x, y))  # points scaled by a power of two: no square overflows (float32 too)
+    x, y = _times_power_of_two(x, -exponent), _times_power_of_two(y, -exponent)
     total = 0.0
     for start in range(0, n_projections, batch):
         block = directions[start : start + batch].to(dtype=work_dtype, device=x.device)
         x_sorted, y_sorted = _sort_rows(block @ x.T, block @ y.T)  # (batch, n): one contiguous row per direction
         total += float(_squared_w2_1d_sorted(x_sorted, y_sorted).double().sum())
-    return math.sqrt(max(total / n_projections, 0.0))
+    return _unscaled(math.sqrt(max(total / n_projections, 0.0)), exponent, "the sliced W2 distance")
 
 
 W2_ESTIMATORS = {"exact": w2_exact, "sliced": w2_sliced}
@@ -249,10 +296,17 @@ def w2_floor(
 def strong_error(x: Tensor, x_ref: Tensor) -> float:
     r"""RMS distance :math:`\big(\frac1n\sum_i\|\hat x_i - x^*_i\|^2\big)^{1/2}` between a sampler's outputs and
     reference outputs from the **same** noise. It bounds W2 between their laws from above (the pairing is a
-    coupling) and has no sampling noise of its own beyond that of the n noises used. Cost :math:`O(nd)`."""
-    _check_pair(x, x_ref, same_size=True)
-    difference = x.detach().double() - x_ref.detach().to(device=x.device).double()
-    return math.sqrt(float((difference**2).sum(dim=1).mean()))
+    coupling) and has no sampling noise of its own beyond that of the n noises used. Cost :math:`O(nd)`. Computed on
+    the inputs and their difference scaled by powers of two, so it is finite for all finite inputs whose strong error
+    is representable (an ``OverflowError`` beyond)."""
+    _check_pair(x, x_ref, same_size=True, names=("x", "x_ref"))
+    x, x_ref = x.detach().double(), x_ref.detach().to(device=x.device).double()
+    # Scaled by powers of two (exactly): the inputs to [½, 1), then their difference, so no square over- or underflows.
+    inputs = _binary_exponent(_largest(x, x_ref))
+    difference = _times_power_of_two(x, -inputs) - _times_power_of_two(x_ref, -inputs)
+    differences = _binary_exponent(_largest(difference))
+    difference = _times_power_of_two(difference, -differences)
+    return _unscaled(math.sqrt(float((difference**2).sum(dim=1).mean())), inputs + differences, "the strong error")
 
 
 def gaussian_fit_w2(x: Tensor, target: GaussianMixture) -> float:
@@ -264,7 +318,7 @@ def gaussian_fit_w2(x: Tensor, target: GaussianMixture) -> float:
     _check_target(target)
     _check_point_cloud("x", x)
     if x.shape[0] < 2:
-        raise ValueError("gaussian_fit_w2 needs at least 2 points to estimate a covariance")
+        raise ValueError(f"x must hold at least 2 points to estimate a covariance, got shape {tuple(x.shape)}")
     if x.shape[1] != target.dim:
         raise ValueError(f"x must have d = {target.dim} columns to match the target, got {x.shape[1]}")
     x64 = x.detach().double().cpu()

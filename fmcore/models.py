@@ -38,7 +38,18 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ._checks import as_generator, as_time, check_bool, check_instance, check_int, check_number, check_samples
+from ._checks import (
+    SEED_LIMIT,
+    as_generator,
+    as_time,
+    check_allocation,
+    check_bool,
+    check_instance,
+    check_int,
+    check_number,
+    check_samples,
+    check_seed,
+)
 from .conversions import (
     data_prediction_from_noise_prediction,
     data_prediction_from_velocity,
@@ -95,6 +106,9 @@ class SinusoidalMLP(nn.Module):
             )
         self.dim = dim
         self.time_projection = nn.Linear(1, time_embedding // 2)
+        parameters = (dim + time_embedding + 1) * width + (depth - 1) * (width + 1) * width + (width + 1) * dim
+        check_allocation("width", width, f"an MLP of depth {depth} on d = {dim} with {parameters:.3g} float32 "
+                         "parameters", 4.0 * parameters)
         layers: list[nn.Module] = [nn.Linear(dim + time_embedding, width), nn.GELU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(width, width), nn.GELU()]
@@ -294,6 +308,19 @@ class _Progress:
               end="\n" if final or not terminal else "", file=sys.stderr, flush=True)
 
 
+def _check_cache_dir(path: Path, given) -> None:
+    """Refuse, before any training, a cache directory that cannot be one: empty, an existing file, or not writable."""
+    if str(given) == "":
+        raise ValueError("cache_dir must be a directory path, None (the default cache) or False (no cache), got ''")
+    existing = next((parent for parent in (path, *path.parents) if parent.exists()), None)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"cache_dir {str(given)!r} exists and is not a directory")
+    if existing is not None and existing != path and not existing.is_dir():
+        raise ValueError(f"cache_dir {str(given)!r} cannot be made: {existing} is not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cache_dir {str(given)!r} is not writable (no write access to {existing})")
+
+
 def _train(
     target: GaussianMixture, schedule: Schedule, objective: str, seed: int, steps: int | None, budget_s: float | None,
     batch_size: int, learning_rate: float, architecture: dict, progress: bool,
@@ -301,7 +328,7 @@ def _train(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = SinusoidalMLP(target.dim, **architecture)
-    generator = torch.Generator().manual_seed(seed + 1)
+    generator = torch.Generator().manual_seed((seed + 1) % SEED_LIMIT)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     planned = steps
     scheduler = None
@@ -398,7 +425,7 @@ def train_model(
         steps = check_int("steps", steps)
     if budget_s is not None:
         budget_s = check_number("budget_s", budget_s, 0.0, low_open=True)
-    seed = check_int("seed", seed, minimum=0)
+    seed = check_seed("seed", seed)
     batch_size = check_int("batch_size", batch_size)
     learning_rate = check_number("learning_rate", learning_rate, 0.0, low_open=True)
     t_eps = check_number("t_eps", t_eps, 0.0, 0.5, low_open=True, high_open=True)
@@ -406,6 +433,8 @@ def train_model(
     check_bool("cached_only", cached_only)
     if cache_dir is not None and cache_dir is not False and not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(f"cache_dir must be a path, None (the default cache) or False (no cache), got {type(cache_dir).__name__}")
+    if cache_dir is not None and cache_dir is not False:
+        _check_cache_dir(Path(cache_dir), cache_dir)
     unknown = set(architecture) - set(DEFAULT_ARCHITECTURE)
     if unknown:
         raise ValueError(f"unknown architecture options {sorted(unknown)}; valid: {sorted(DEFAULT_ARCHITECTURE)}")

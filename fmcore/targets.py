@@ -37,11 +37,13 @@ from ._checks import (
     as_float64,
     as_generator,
     as_time,
+    check_allocation,
     check_choice,
     check_instance,
     check_int,
     check_number,
     check_samples,
+    check_seed,
 )
 from ._registry import Registry
 from .schedules import Schedule, ScheduleValues, get_schedule
@@ -237,13 +239,18 @@ class GaussianMixture:
         """
         n = check_int("n", n, minimum=0)
         generator = as_generator(generator)
+        check_allocation("n", n, f"{n} samples in d = {self.dim} (and their working copies)", 4 * 8.0 * n * self.dim)
         if n == 0:
             return torch.empty(0, self.dim, dtype=torch.float64)
         components = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, dtype=torch.float64, generator=generator)
         scaled = noise * torch.sqrt(self.eigenvalues[components])
-        if self.eigenvectors is not None:
-            scaled = torch.einsum("nij,nj->ni", self.eigenvectors[components], scaled)
+        if self.eigenvectors is not None:  # each component's points rotated by its basis: O(n·d²) time, O(n·d) memory
+            rotated = torch.empty_like(scaled)
+            for k in components.unique().tolist():
+                chosen = components == k
+                rotated[chosen] = scaled[chosen] @ self.eigenvectors[k].T
+            scaled = rotated
         return self.means[components] + scaled
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -478,7 +485,7 @@ class GaussianMixture:
         check_samples("x", x, self.dim, finite=True)
         check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
         params = self._parameters(x)
-        start, end = schedule(as_time(t0, like=x)), schedule(as_time(t1, like=x))
+        start, end = schedule(as_time(t0, like=x, name="t0")), schedule(as_time(t1, like=x, name="t1"))
         if start.alpha.dim() or end.alpha.dim():
             raise ValueError("flow_map needs scalar t0 and t1")
         variance_start = start.alpha**2 * params.eigenvalues[0] + start.sigma**2
@@ -636,6 +643,10 @@ def _check_velocity_finite(values: ScheduleValues) -> None:
 
 # ---------------------------------------------------------------------- named targets
 
+FULL_COVARIANCE_BYTES = 64
+"""Bytes per entry of a component's d × d covariance that building it takes at its peak (measured: 8 float64 d × d
+matrices for a d = 3000 Gaussian — the covariance, eigenbasis, whitening, and the QR and eigh workspaces)."""
+
 TARGETS = Registry("target")
 register_target = TARGETS.register
 
@@ -670,7 +681,8 @@ def _random_rotation(dim: int, generator: torch.Generator) -> Tensor:
 def anisotropic_gaussian(d: int = 8, condition_number: float = 100.0, seed: int = 0, scale: float = 1.0) -> GaussianMixture:
     """A correlated Gaussian in d dims: eigenvalues log-spaced from ``scale`` down to ``scale/condition_number``,
     a seeded Haar rotation and a seeded N(0, I) mean."""
-    d, seed = check_int("d", d), check_int("seed", seed, minimum=0)
+    d, seed = check_int("d", d), check_seed("seed", seed)
+    check_allocation("d", d, "the Gaussian's covariance, eigenbasis and their factors", FULL_COVARIANCE_BYTES * d * d)
     condition_number = check_number("condition_number", condition_number, 1.0, 1.0 / EIGENVALUE_FLOOR, high_open=True)
     scale = check_number("scale", scale, 0.0, low_open=True)
     generator = torch.Generator().manual_seed(int(seed))
@@ -703,7 +715,8 @@ def hard_mixture(
     """A hard seeded mixture: K full-covariance components in d dims, weights from ``min_weight`` up
     (the smallest exactly ``min_weight``), modes from narrow (eigenvalues ≈ ``narrow``) to wide (≈ ``wide``),
     means N(0, spread² I)."""
-    K, d, seed = check_int("K", K), check_int("d", d), check_int("seed", seed, minimum=0)
+    K, d, seed = check_int("K", K), check_int("d", d), check_seed("seed", seed)
+    check_allocation("d", d, f"{K} full covariances, eigenbases and their factors", FULL_COVARIANCE_BYTES * K * d * d)
     narrow = check_number("narrow", narrow, 0.0, low_open=True)
     wide = check_number("wide", wide, narrow)
     spread = check_number("spread", spread, 0.0)

@@ -114,3 +114,39 @@ def test_rows_of_every_status_share_column_types(tmp_path):
         store.append(failed_row(failed, "the worker running this cell failed: BrokenProcessPool"), 1)
     rows = pd.read_parquet(export_parquet(tmp_path))
     assert list(rows["target_params"]) == ['{"d": 3}', '{"d": 2}'] and list(rows["status"]) == ["ok", "failed"]
+
+
+def test_an_early_stop_is_a_recorded_grid_parameter_scored_two_ways():
+    """``grid_params = { uniform = { t1 = 0.9 } }`` stops the sampler at t = 0.9: the row records ``t1``, scores the
+    output against the data (the default metrics, charged for the stop) and against the exact marginal at t1
+    (``*_marginal``); the sampled strong error against the exact flow map to t1 agrees with the exact law's expected
+    one within its Monte Carlo error (n = 4000 noises: relative standard error ≈ 1/√(2n) ≈ 1.1 %, allowed 5 %)."""
+    config = {"sweep": {"target": "gaussian", "target_params": {"gaussian": {"d": 3}}, "schedule": "cosine", "n": 4000,
+                        "grid_params": {"uniform": {"t1": 0.9}}},
+              "solver": [{"method": "euler", "steps": 8}]}
+    (cell,) = expand(config)
+    assert cell.grid == "uniform" and cell.grid_params == {"t1": 0.9}
+    plain = CellSpec(target="gaussian", target_params={"d": 3}, schedule="cosine", method="euler", steps=8, n=4000)
+    assert cell.key() != plain.key()
+    stopped, full = run_cell(cell), run_cell(plain)
+    assert stopped["status"] == full["status"] == "ok"
+    assert stopped["t1"] == 0.9 and full["t1"] == 1.0 and "w2_exact_law_marginal" not in full
+    assert stopped["w2_exact_law_marginal"] < stopped["w2_exact_law"]  # eight Euler steps cost less than the stop
+    assert stopped["strong_error_marginal"] == pytest.approx(stopped["strong_error_exact_marginal"], rel=0.05)
+    assert stopped["strong_error"] == pytest.approx(stopped["strong_error_exact"], rel=0.05)
+
+
+@pytest.mark.parametrize(("solver", "message"), [
+    ({"method": "seed000_sde", "steps": 8}, "runs on its own grid; grid must be 'uniform', without grid_params"),
+    ({"method": "dopri5", "rtol": 1e-6, "atol": 1e-6}, "grid_params do not apply to adaptive method 'dopri5'"),
+    ({"method": "euler", "steps": 8, "grid_params": {"uniform": {"t1": 1.5}}}, "grid 'uniform' with {'t1': 1.5}: t1 must"),
+    ({"method": "euler", "steps": 8, "grid_params": {"uniform": {"rho": 7}}},  # merged over the sweep's map
+     "grid 'uniform' with {'rho': 7, 't1': 0.9}: grid 'uniform' takes no parameter(s) ['rho']"),
+])
+def test_grid_parameters_are_checked_before_the_sweep_runs(solver, message):
+    from fmbench.sweepfile import check_cells
+
+    config = {"sweep": {"target": "seed000", "schedule": "cond_ot", "n": 16, "grid_params": {"uniform": {"t1": 0.9}}},
+              "solver": [solver]}
+    with pytest.raises(SweepError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        check_cells(expand(config))

@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from fmcore import AnalyticField, Gaussian, GaussianMixture, conversions, get_schedule, get_target
+from fmcore.exact import exact_output_law
 from fmcore.grids import check_grid, get_grid
 from fmcore.metrics import gaussian_fit_w2, mode_tv, nll_error, strong_error, w2_exact, w2_floor, w2_gaussian, w2_sliced
 from fmcore.models import LearnedField, SinusoidalMLP, exact_fm_loss, train_model
@@ -26,6 +28,7 @@ COND_OT = get_schedule("cond_ot")
 SEED000 = get_target("seed000")
 FIELD = AnalyticField(SEED000, COND_OT)
 X3 = torch.zeros(4, 3, dtype=F64)
+GAUSSIAN = get_target("gaussian", d=3)
 
 
 # ---------------------------------------------------------------------- silently wrong
@@ -83,6 +86,110 @@ def test_square_diagonals_with_K_equal_d_are_ambiguous():
     torch.testing.assert_close(as_diagonals.eigenvalues, shared_full)
     with pytest.raises(ValueError, match=r"shape \(2, 2, 2\) for covariance_type='full'"):
         GaussianMixture([0.5, 0.5], [[0.0, 0.0], [1.0, 1.0]], shared_full, covariance_type="full")
+
+
+def test_an_early_stop_is_recorded_and_scored_against_data_or_marginal():
+    """A grid that ends at t1 < 1 is an early stop: ``result.t1`` and ``law.t1`` say so, and the exact law is scored
+    against the data (charged for stopping) or against the marginal at t1. Checked against a fine rk4 solve (whose law
+    is the exact flow's to round-off) and against the Bures formula between the marginal at t1 and the target."""
+    target, schedule = get_target("gaussian", d=3, condition_number=10.0), get_schedule("cosine")
+    grid = get_grid("uniform", 256, t1=0.75)
+    result = sample(AnalyticField(target, schedule), torch.zeros(2, 3, dtype=F64), "rk4", grid=grid)
+    assert result.t1 == 0.75 and float(result.grid[-1]) == 0.75
+    law = exact_output_law(target, schedule, "rk4", grid=grid)
+    assert law.t1 == 0.75
+    assert law.w2_to_marginal() < 1e-9  # rk4 at 256 steps: the exact flow to t1 to ~1e-11
+    values = schedule(0.75)
+    alpha, sigma = float(values.alpha), float(values.sigma)
+    marginal_to_data = w2_gaussian(alpha * target.mean(), alpha**2 * target.covariance() + sigma**2 * torch.eye(3, dtype=F64),
+                                   target.mean(), target.covariance())
+    assert law.w2_to_target() == pytest.approx(marginal_to_data, rel=1e-8)
+    assert law.strong_error(0.0, 0.75) < 1e-9 and law.strong_error() > 0.1
+    full = exact_output_law(target, schedule, "rk4", steps=256)
+    assert full.t1 == 1.0 and full.w2_to_marginal() == pytest.approx(full.w2_to_target(), rel=1e-12)
+
+
+def test_exact_law_refuses_an_infinite_velocity_as_sample_does():
+    """poly(n = 0.5) has dα/dt = ∞ at t = 0: the exact law was NaN where ``sample`` raises."""
+    schedule = get_schedule("poly", n=0.5)
+    for method in ("euler", "rk4"):
+        with pytest.raises(ValueError, match="velocity is infinite"):
+            sample(AnalyticField(GAUSSIAN, schedule), torch.zeros(2, 3, dtype=F64), method, steps=4)
+        with pytest.raises(ValueError, match=r"marginal velocity is infinite at t = \[0.0\]"):
+            exact_output_law(GAUSSIAN, schedule, method, steps=4)
+    grid = get_grid("uniform", 4, t0=0.01)
+    assert math.isfinite(exact_output_law(GAUSSIAN, schedule, "rk4", grid=grid).w2_to_target())
+
+
+# ---------------------------------------------------------------------- silent NaN or inf (second audit)
+
+
+@pytest.mark.parametrize("exponent", [-1000, -500, 0, 500, 1000])
+def test_distances_are_scale_invariant_to_the_ends_of_float64(exponent):
+    """W2 and the strong error are computed on inputs scaled by a power of two: s·x gives s times the distance
+    exactly, from 2⁻¹⁰⁰⁰ to 2¹⁰⁰⁰ (where squaring x directly under- or overflows)."""
+    generator = torch.Generator().manual_seed(5)
+    x, y = torch.randn(64, 3, dtype=F64, generator=generator), torch.randn(64, 3, dtype=F64, generator=generator)
+    scale = math.ldexp(1.0, exponent)
+    direct = math.sqrt(float(((x - y) ** 2).sum(dim=1).mean()))
+    assert strong_error(x * scale, y * scale) == pytest.approx(direct * scale, rel=1e-15)
+    if abs(exponent) <= 500:  # a covariance scales by s², representable up to s = 2⁵¹¹
+        covariance = torch.cov(x.T)
+        reference = w2_gaussian(x.mean(0), covariance, y.mean(0), torch.cov(y.T))
+        scaled = w2_gaussian(x.mean(0) * scale, covariance * scale * scale, y.mean(0) * scale,
+                             torch.cov(y.T) * scale * scale)
+        assert scaled == pytest.approx(reference * scale, rel=1e-12)
+    assert w2_sliced(x * scale, y * scale, 16, generator=0) == pytest.approx(w2_sliced(x, y, 16, generator=0) * scale,
+                                                                              rel=1e-15)
+
+
+def test_the_audit_s_non_finite_results_are_finite_and_right():
+    huge = 1e308 * torch.eye(2, dtype=F64)
+    assert w2_gaussian(torch.zeros(2), huge, torch.zeros(2), huge) == 0.0  # was NaN
+    apart = torch.full((2,), 1e200, dtype=F64)  # same covariance: W2 = |Δm| = √2·1e200
+    assert w2_gaussian(torch.zeros(2), torch.eye(2), apart, torch.eye(2)) == pytest.approx(math.sqrt(2) * 1e200, rel=1e-15)
+    assert strong_error(torch.full((4, 2), 1e200, dtype=F64), torch.full((4, 2), -1e200, dtype=F64)) == pytest.approx(
+        2 * math.sqrt(2) * 1e200, rel=1e-15)
+    points = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))  # float32: squared at 1e20 it was inf
+    other = torch.randn(50, 3, generator=torch.Generator().manual_seed(1))
+    reference = 1e20 * w2_sliced(points.double(), other.double(), 16, generator=0)
+    assert w2_sliced(points * 1e20, other * 1e20, 16, generator=0) == pytest.approx(reference, rel=1e-6)  # float32 rounding
+    with pytest.raises(OverflowError, match="strong error is .* beyond float64's range"):
+        strong_error(torch.full((1, 1), 1.7e308, dtype=F64), torch.full((1, 1), -1.7e308, dtype=F64))
+
+
+def test_an_empty_batch_is_valid_for_every_method():
+    """Documented as valid (``sample``): ``(0, d)`` in, ``(0, d)`` out, no field call, for every registered method
+    whose library is here (it broke dopri5, scipy_rk45 and log_likelihood)."""
+    from fmcore.solvers import METHODS
+
+    empty = torch.zeros(0, 3, dtype=F64)
+    for name, method in sorted(METHODS.items()):
+        options = {"steps": 4} if method.takes_steps else {}
+        if method.diffusion:
+            options["diffusion"] = get_diffusion("constant", c=0.1)
+        if method.draws_noise({}):
+            options["generator"] = 0
+        result = sample(FIELD, empty, name, **options)
+        assert result.x.shape == (0, 3) and result.nfe == 0, name
+    for method in ("rk4", "dopri5"):
+        options = {"steps": 4} if method == "rk4" else {}
+        assert log_likelihood(FIELD, empty, method, **options).log_prob.shape == (0,)
+
+
+def test_a_cache_directory_that_cannot_be_is_refused_before_training(tmp_path, monkeypatch):
+    import fmcore.models
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the cache directory was checked")
+
+    monkeypatch.setattr(fmcore.models, "_train", no_training)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for cache_dir, message in (("", "cache_dir must be a directory path"), (a_file, "exists and is not a directory"),
+                               (a_file / "below", "cannot be made")):
+        with pytest.raises(ValueError, match=message):
+            train_model(SEED000, COND_OT, steps=1, cache_dir=cache_dir)
 
 
 # ---------------------------------------------------------------------- silent NaN
@@ -213,16 +320,16 @@ LEARNED = LearnedField(MLP, COND_OT, "cfm")
 BOUNDARY = [
     ("get_schedule", "name", lambda: get_schedule("rectified"), KeyError),
     ("get_schedule", "name", lambda: get_schedule(3), TypeError),
-    ("get_schedule", "params", lambda: get_schedule("cond_ot", sigma=0.1), TypeError),
-    ("get_schedule", "params", lambda: get_schedule("vp", beta_min=math.inf), ValueError),
+    ("get_schedule", "sigma", lambda: get_schedule("cond_ot", sigma=0.1), TypeError),
+    ("get_schedule", "beta_min", lambda: get_schedule("vp", beta_min=math.inf), ValueError),
     ("Schedule.__call__", "t", lambda: COND_OT(1.5), ValueError),
     ("Schedule.__call__", "t", lambda: COND_OT("0.5"), TypeError),
     ("Schedule.t_from_snr", "snr", lambda: COND_OT.t_from_snr(-1.0), ValueError),
     ("get_target", "name", lambda: get_target("moons"), KeyError),
-    ("get_target", "params", lambda: get_target("gaussian", d=0), ValueError),
-    ("get_target", "params", lambda: get_target("gaussian", d=2.5), TypeError),
-    ("get_target", "params", lambda: get_target("gmm", K="4"), TypeError),
-    ("get_target", "params", lambda: get_target("eight_gaussians", var=-1.0), ValueError),
+    ("get_target", "d", lambda: get_target("gaussian", d=0), ValueError),
+    ("get_target", "d", lambda: get_target("gaussian", d=2.5), TypeError),
+    ("get_target", "K", lambda: get_target("gmm", K="4"), TypeError),
+    ("get_target", "var", lambda: get_target("eight_gaussians", var=-1.0), ValueError),
     ("GaussianMixture", "weights", lambda: GaussianMixture([0.2, 0.2], [[0.0], [1.0]], [1.0, 1.0]), ValueError),
     ("GaussianMixture", "weights", lambda: GaussianMixture(None, [[0.0]], [1.0]), TypeError),
     ("GaussianMixture", "means", lambda: GaussianMixture([1.0], [[math.nan]], [1.0]), ValueError),
@@ -251,7 +358,7 @@ BOUNDARY = [
     ("GaussianMixture.velocity_divergence", "t", lambda: SEED000.velocity_divergence(torch.zeros(3), R, COND_OT), ValueError),
     ("GaussianMixture.flow_map", "x", lambda: Gaussian(torch.zeros(3), 1.0).flow_map(R * math.inf, COND_OT), ValueError),
     ("GaussianMixture.flow_map", "t0", lambda: Gaussian(torch.zeros(3), 1.0).flow_map(R, COND_OT, t0=2.0), ValueError),
-    ("GaussianMixture.flow_map", "self", lambda: SEED000.flow_map(R, COND_OT), ValueError),
+    ("GaussianMixture.flow_map", "flow_map", lambda: SEED000.flow_map(R, COND_OT), ValueError),
     ("AnalyticField", "target", lambda: AnalyticField("seed000", COND_OT), TypeError),
     ("AnalyticField", "schedule", lambda: AnalyticField(SEED000, "cond_ot"), TypeError),
     ("AnalyticField.__call__", "x", lambda: FIELD(0.5, R[:, :2]), ValueError),
@@ -261,11 +368,11 @@ BOUNDARY = [
     ("get_grid", "steps", lambda: get_grid("uniform", 4.0), TypeError),
     ("get_grid", "schedule", lambda: get_grid("karras", 4, "cond_ot"), TypeError),
     ("get_grid", "t0", lambda: get_grid("uniform", 4, t0=-0.5), ValueError),
-    ("get_grid", "params", lambda: get_grid("karras", 4, COND_OT, rho=0.0), ValueError),
+    ("get_grid", "rho", lambda: get_grid("karras", 4, COND_OT, rho=0.0), ValueError),
     ("check_grid", "grid", lambda: check_grid([0.0, 1.0]), TypeError),
     ("get_diffusion", "name", lambda: get_diffusion("brownian"), KeyError),
-    ("get_diffusion", "params", lambda: get_diffusion("constant", c=-1.0), ValueError),
-    ("get_diffusion", "params", lambda: get_diffusion("forward", t_eps=1.5), ValueError),
+    ("get_diffusion", "c", lambda: get_diffusion("constant", c=-1.0), ValueError),
+    ("get_diffusion", "t_eps", lambda: get_diffusion("forward", t_eps=1.5), ValueError),
     ("get_method", "name", lambda: get_method("rk5"), KeyError),
     ("get_method", "name", lambda: get_method(None), TypeError),
     ("sample", "field", lambda: sample(lambda t, x: x, R, "euler", steps=2), TypeError),
@@ -337,6 +444,40 @@ BOUNDARY = [
     ("exact_fm_loss", "field", lambda: exact_fm_loss(MLP, FIELD), TypeError),
     ("exact_fm_loss", "n", lambda: exact_fm_loss(LEARNED, FIELD, n=0), ValueError),
     ("exact_fm_loss", "time_bins", lambda: exact_fm_loss(LEARNED, FIELD, time_bins=2.5), TypeError),
+    # The second audit (issue 19): complex inputs, sizes no machine can allocate, seeds past 2⁶⁴, messages that named
+    # an internal argument or blamed the wrong one, tolerances no step can meet, caches that cannot be.
+    ("Gaussian", "mean", lambda: Gaussian(np.array([1 + 1j, 0.0]), np.eye(2)), TypeError),
+    ("GaussianMixture", "covs", lambda: GaussianMixture([1.0], [[0.0]], [[[1 + 2j]]]), TypeError),
+    ("w2_gaussian", "cov1", lambda: w2_gaussian(np.zeros(2), np.eye(2) * (1 + 1j), np.zeros(2), np.eye(2)), TypeError),
+    ("w2_gaussian", "mean2", lambda: w2_gaussian([0.0], [[1.0]], [complex(0, 1)], [[1.0]]), TypeError),
+    ("get_target", "d", lambda: get_target("gaussian", d=10**6), MemoryError),
+    ("get_target", "d", lambda: get_target("gmm", K=4, d=10**6), MemoryError),
+    ("get_target", "seed", lambda: get_target("gaussian", d=2, seed=2**64), ValueError),
+    ("GaussianMixture.sample", "n", lambda: SEED000.sample(10**13), MemoryError),
+    ("get_grid", "steps", lambda: get_grid("uniform", 10**12), MemoryError),
+    ("get_grid", "rho", lambda: get_grid("karras", 8, get_schedule("vp"), rho=1e300), ValueError),
+    ("get_grid", "rho", lambda: get_grid("karras", 8, get_schedule("vp"), rho=1e-300), ValueError),
+    ("sample", "steps", lambda: sample(FIELD, R, "euler", steps=10**12), MemoryError),
+    ("sample", "steps", lambda: sample(FIELD, torch.zeros(1000, 3, dtype=F64), "euler", steps=10**7,
+                                       return_trajectory=True), MemoryError),
+    ("sample", "generator", lambda: sample(FIELD, R, "euler_maruyama", steps=2, diffusion=get_diffusion("constant", c=0.1),
+                                           generator=2**64), ValueError),
+    ("sample", "rtol", lambda: sample(FIELD, R, "dopri5", rtol=1e-300, atol=1e-300), ValueError),
+    ("w2_sliced", "n_projections", lambda: w2_sliced(R, R, n_projections=10**12), MemoryError),
+    ("w2_sliced", "generator", lambda: w2_sliced(R, R, generator=2**70), ValueError),
+    ("log_likelihood", "probes", lambda: log_likelihood(FIELD, R, "rk4", steps=2, divergence="hutchinson", probes=10**11,
+                                                        generator=0), MemoryError),
+    ("strong_error", "x_ref", lambda: strong_error(R, R[:4]), ValueError),
+    ("GaussianMixture.flow_map", "t0", lambda: Gaussian(torch.zeros(3), 1.0).flow_map(R, COND_OT, t0=2.0), ValueError),
+    ("GaussianMixture.flow_map", "t1", lambda: Gaussian(torch.zeros(3), 1.0).flow_map(R, COND_OT, t1=-1.0), ValueError),
+    ("SinusoidalMLP", "width", lambda: SinusoidalMLP(3, width=10**6), MemoryError),
+    ("train_model", "seed", lambda: train_model(SEED000, COND_OT, steps=1, seed=2**64), ValueError),
+    ("train_model", "cache_dir", lambda: train_model(SEED000, COND_OT, steps=1, cache_dir=""), ValueError),
+    ("train_model", "cache_dir", lambda: train_model(SEED000, COND_OT, steps=10**9, cache_dir=__file__), ValueError),
+    ("exact_output_law", "schedule", lambda: exact_output_law(GAUSSIAN, get_schedule("poly", n=0.5), "euler", steps=4),
+     ValueError),
+    ("exact_output_law", "schedule", lambda: exact_output_law(GAUSSIAN, get_schedule("poly", n=0.5), "rk4", steps=4),
+     ValueError),
 ]
 
 
@@ -347,6 +488,7 @@ def test_public_boundary(function, argument, call, error):
     message = str(raised.value.args[0]) if raised.value.args else ""
     assert len(message) > 20, f"{function}({argument}=...) raised {error.__name__} with an unhelpful message: {message!r}"
     assert "Traceback" not in message
+    assert argument in message, f"{function}: the message does not name {argument!r}: {message!r}"
 
 
 def test_inventory_covers_the_public_api():
@@ -356,6 +498,6 @@ def test_inventory_covers_the_public_api():
         "get_schedule", "get_target", "GaussianMixture", "Gaussian", "AnalyticField", "get_grid", "check_grid",
         "get_diffusion", "get_method", "sample", "log_likelihood", "w2_gaussian", "w2_exact", "w2_sliced", "w2_floor",
         "strong_error", "gaussian_fit_w2", "mode_tv", "nll_error", "SinusoidalMLP", "LearnedField", "train_model",
-        "exact_fm_loss", "conversions",
+        "exact_fm_loss", "conversions", "exact_output_law",
     }
     assert public <= covered, sorted(public - covered)

@@ -200,15 +200,16 @@ def test_cuda_graph_cell_matches_the_eager_cell():
 
 
 def test_eager_cells_keep_the_identity_of_the_committed_baseline():
-    """The first baselines' cells were hashed before ``execution`` and ``method_params`` existed: a cell at their
-    defaults hashes its spec without them."""
+    """The first baselines' cells were hashed before ``execution``, ``method_params`` and ``grid_params`` existed: a
+    cell at their defaults hashes its spec without them."""
     spec = CellSpec("seed000", "cond_ot", "rk4", steps=4)
     fields = asdict(spec)
-    del fields["execution"], fields["method_params"]
+    del fields["execution"], fields["method_params"], fields["grid_params"]
     assert spec.key() == hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     assert CellSpec("seed000", "cond_ot", "rk4", steps=4, execution="compile").key() != spec.key()
     assert CellSpec("seed000", "cond_ot", "ddim", steps=4, method_params={"eta": 1.0}).key() != \
         CellSpec("seed000", "cond_ot", "ddim", steps=4).key()
+    assert CellSpec("seed000", "cond_ot", "rk4", steps=4, grid_params={"t1": 0.9}).key() != spec.key()
     baseline = load_rows(REPO / "results" / "baselines" / "ci")
     assert set(baseline["cell"]) == {cell.key() for cell in expand(load_sweep("ci"))}
 

@@ -32,10 +32,13 @@ ROUND_OFF = {"float32": 100 * 1.19e-7, "float64": 100 * 2.22e-16}
 
 
 def labels(frame: pd.DataFrame) -> pd.Series:
-    """method, plus grid / diffusion (with its parameters) / learned field where they distinguish rows."""
+    """method, plus grid (with its parameters) / diffusion (with its parameters) / learned field where they
+    distinguish rows; an early stop shows as its grid's ``t1``."""
     label = frame["method"].astype(str)
     grid = frame.get("grid", pd.Series("uniform", index=frame.index)).fillna("uniform")
-    label = label.where(grid == "uniform", label + "[" + grid + "]")
+    grid_parameters = frame.get("grid_params", pd.Series("{}", index=frame.index)).fillna("{}").map(_parameters_text)
+    plain = (grid == "uniform") & (grid_parameters == "")
+    label = label.where(plain, label + "[" + grid + grid_parameters + "]")
     diffusion = frame.get("diffusion", pd.Series(None, index=frame.index))
     parameters = frame.get("diffusion_params", pd.Series("{}", index=frame.index)).fillna("{}")
     described = diffusion.astype(str) + parameters.map(_parameters_text)

@@ -15,6 +15,9 @@ against the truth:
 * mixtures: ``strong_error`` against a float64 dopri5 reference solve at rtol = atol = 1e-10 from the same
   noise (ODE methods, cached per target/schedule/seed/n), ``w2_sliced`` to a target sample, ``mode_tv`` and
   ``gaussian_fit_w2``;
+* a grid that ends before t = 1 (``grid_params = { uniform = { t1 = 0.99 } }``: an early stop, recorded as ``t1``) is
+  scored against the data like any other (charged for stopping), and also against the path at ``t1``:
+  ``w2_exact_law_marginal``, ``strong_error_exact_marginal`` and ``strong_error_marginal`` (Gaussian targets);
 * every sampled metric has its floor in the same row (``*_floor``: the metric between exact samples of the
   same size, mean of 3 repeats).
 
@@ -90,11 +93,12 @@ class CellSpec:
     timing_repeats: int = 0
     execution: str = "eager"
     method_params: dict = dataclass_field(default_factory=dict)
+    grid_params: dict = dataclass_field(default_factory=dict)
 
     def key(self) -> str:
         """A stable hash of the spec: the cell's identity for resuming a sweep and comparing runs. Fields added
-        after the first baselines (``execution``, ``method_params``) enter the hash only when they differ from
-        their default, so those baselines' cells keep their identity."""
+        after the first baselines (``execution``, ``method_params``, ``grid_params``) enter the hash only when they
+        differ from their default, so those baselines' cells keep their identity."""
         spec = asdict(self)
         for name, default in _LATER_FIELDS.items():
             if spec[name] == default:
@@ -111,7 +115,7 @@ class CellSpec:
         return objective if kind == "learned" else None
 
 
-_LATER_FIELDS = {"execution": "eager", "method_params": {}}
+_LATER_FIELDS = {"execution": "eager", "method_params": {}, "grid_params": {}}
 
 
 @dataclass(frozen=True)
@@ -195,10 +199,10 @@ def _sampler_options(spec: CellSpec, schedule) -> dict:
     method = get_method(spec.method)
     options: dict = {}
     if method.takes_steps:
-        if spec.grid == "uniform" or method.stepping == "own_grid":
+        if method.stepping == "own_grid" or (spec.grid == "uniform" and not spec.grid_params):
             options["steps"] = spec.steps
-        else:
-            options["grid"] = get_grid(spec.grid, spec.steps, schedule)
+        else:  # grid_params: the grid's own (rho, sigma_min, …) and t0/t1 (t1 < 1: an early stop)
+            options["grid"] = get_grid(spec.grid, spec.steps, schedule, **spec.grid_params)
     else:
         options.update(rtol=spec.rtol, atol=spec.atol)
     if method.diffusion:
@@ -258,7 +262,7 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
             result, wall_s, peak_memory = _run_sampler(spec, prepared)
             x = result.x.detach().to(dtype=torch.float64, device="cpu")
             calibration = calibration_seconds(context.threads)
-            row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, wall_s=wall_s,
+            row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, t1=result.t1, wall_s=wall_s,
                        samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s,
                        calibration_s=calibration, wall_s_normalised=wall_s / calibration,
                        execution_used=prepared.used, execution_fallback=prepared.fallback, setup_s=prepared.setup_s,
@@ -279,6 +283,12 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
     return row
 
 
+def result_t1(options: dict) -> float:
+    """Where the cell's sampler stops: its grid's last time, or 1 (the data) for a uniform grid of ``steps``."""
+    grid = options.get("grid")
+    return 1.0 if grid is None else float(grid[-1])
+
+
 def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tensor, options: dict) -> dict:
     scores = {"gaussian_fit_w2": gaussian_fit_w2(x, target)}
     # Deterministic methods: against the exact map of the same noise from t = 0. A start at a clipped t0 > 0 (karras
@@ -293,6 +303,8 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
                 json.dumps(spec.schedule_params, sort_keys=True), spec.seed, spec.n, spec.device,
             )
         scores["strong_error"] = strong_error(x, reference)
+        if target.num_components == 1 and result_t1(options) < 1:  # an early stop: also against the path at t1
+            scores["strong_error_marginal"] = strong_error(x, target.flow_map(noise, schedule, t1=result_t1(options)))
     if target.num_components > 1:
         reference_sample = target.sample(spec.n, generator=torch.Generator().manual_seed(10_000 + spec.seed))
         scores["w2_sliced"] = w2_sliced(x, reference_sample, SLICED_PROJECTIONS, generator=spec.seed)
@@ -315,6 +327,10 @@ def _exact_scores(spec: CellSpec, target, schedule, options: dict) -> dict:
     ode = not bool((law.noise_variance > 0).any())
     if ode:
         scores["strong_error_exact"] = law.strong_error(0.0)
+    if law.t1 < 1:  # an early stop, scored against the data above (charged for stopping) and against the path at t1
+        scores["w2_exact_law_marginal"] = law.w2_to_marginal()
+        if ode:
+            scores["strong_error_exact_marginal"] = law.strong_error(0.0, law.t1)
     if law.t0 > 0:
         scores["clip_w2_exact_law"] = law.clip_law_w2()
         if ode:

@@ -42,11 +42,12 @@ EXECUTIONS = ("eager", "cuda_graph", "compile")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one run of a prepared sampler gives: the output, its NFE and the time the solve started."""
+    """What one run of a prepared sampler gives: the output, its NFE and the times the solve started and ended."""
 
     x: Tensor
     nfe: int
     t0: float
+    t1: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def prepare(execution: str, field, x0: Tensor, method: str, options: dict) -> Pr
 def _eager(field, x0: Tensor, method: str, options: dict) -> Callable[[], Outcome]:
     def run() -> Outcome:
         result = sample(field, x0, method, **options)
-        return Outcome(result.x, result.nfe, result.t0)
+        return Outcome(result.x, result.nfe, result.t0, result.t1)
 
     return run
 
@@ -116,7 +117,7 @@ def _fixed_step_plan(field, method: str, options: dict):
 def _finished(x: Tensor, method: str, grid: Tensor, stages: int) -> Outcome:
     if not is_finite(x):
         raise SolverDivergenceError(method, None, None, "found in the output: the accelerated loop checks once, at the end")
-    return Outcome(x, stages * (len(grid) - 1), float(grid[0]))
+    return Outcome(x, stages * (len(grid) - 1), float(grid[0]), float(grid[-1]))
 
 
 def _capture_graph(field, x0: Tensor, grid: Tensor, tableau) -> Callable[[], Outcome]:

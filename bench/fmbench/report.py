@@ -54,6 +54,14 @@ def _environment_line(environment: dict) -> list[str]:
             f"{packages}.", ""]
 
 
+def _early_stops(ok: pd.DataFrame) -> pd.DataFrame:
+    if "t1" not in ok or not (ok["t1"] < 1).any():
+        return pd.DataFrame()
+    columns = ["target", "schedule", "label", "steps", "t1", "w2_exact_law", "w2_exact_law_marginal", "strong_error",
+               "strong_error_marginal"]
+    return ok[ok["t1"] < 1][[c for c in columns if c in ok]]
+
+
 def _clip_table(ok: pd.DataFrame) -> pd.DataFrame:
     columns = ["clip_w2_exact_law", "clip_strong_error", "discretisation_strong_error"]
     if not any(c in ok for c in columns):
@@ -168,6 +176,13 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
                   "Grids in noise level (karras, logsnr) start at t₀ > 0 on paths with α₀ = 0. `clip_*` is the exact flow "
                   "from t₀ (against the target, and against the exact map from 0); `discretisation_strong_error` is the "
                   "sampler against the exact map from its own start.", "", markdown_table(clip), ""]
+
+    early = _early_stops(ok)
+    if len(early):
+        lines += ["## Early stops: scored against the data and against the path where they stopped", "",
+                  "These cells' grids end at t1 < 1 (`grid_params`). Every other table scores them against the data, as "
+                  "early-stopped sampling is scored (the stop is charged); `*_marginal` scores the same output against the "
+                  "exact marginal at t1 (what the steps did, without the stop).", "", markdown_table(early), ""]
 
     exact_sampled = _exact_vs_sampled(ok)
     if len(exact_sampled):

@@ -30,7 +30,8 @@ beside the sweep file is ever imported (:mod:`fmbench.plugins`).
 A top-level ``time_limit_s = 600`` sets each cell's time limit (``fmbench run --time-limit`` overrides it;
 :mod:`fmbench.faults`).
 
-Parameter maps (``target_params``, ``schedule_params``, ``diffusion_params``) map a name to its parameters.
+Parameter maps (``target_params``, ``schedule_params``, ``diffusion_params``, ``method_params``, ``grid_params``) map a
+name to its parameters; ``grid_params = { uniform = { t1 = 0.99 } }`` stops the sampler early, at t = 0.99.
 They work the same in ``[sweep]`` and in a ``[[solver]]`` entry; an entry's map is merged over the sweep's
 (name by name). A name in a map that is not registered is an error (a typo would otherwise be ignored).
 
@@ -52,7 +53,7 @@ from pathlib import Path
 from fmbench.cells import AUTOCAST, DTYPES, CellSpec
 from fmbench.execution import EXECUTIONS
 from fmbench.plugins import PluginError, import_plugins
-from fmcore.grids import GRIDS
+from fmcore.grids import GRIDS, get_grid
 from fmcore.models import OBJECTIVES
 from fmcore.schedules import SCHEDULES
 from fmcore.solvers import DIFFUSIONS, METHODS, get_method
@@ -65,8 +66,10 @@ except ModuleNotFoundError:  # Python 3.10
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 SPEC_FIELDS = {f.name for f in fields(CellSpec)}
+AXIS_DEFAULTS = {f.name: f.default for f in fields(CellSpec) if isinstance(f.default, str)}
 PARAMETER_MAPS = {"target_params": ("target", TARGETS), "schedule_params": ("schedule", SCHEDULES),
-                  "diffusion_params": ("diffusion", DIFFUSIONS), "method_params": ("method", METHODS)}
+                  "diffusion_params": ("diffusion", DIFFUSIONS), "method_params": ("method", METHODS),
+                  "grid_params": ("grid", GRIDS)}
 TABLES = {"sweep", "solver", "plugins", "time_limit_s"}
 
 
@@ -149,7 +152,7 @@ def expand(config: dict) -> list[CellSpec]:
         for values in itertools.product(*(_as_list(axes[name]) for name in names)):
             spec = dict(zip(names, values, strict=True))
             for key, (axis, _) in PARAMETER_MAPS.items():
-                name = spec.get(axis)
+                name = spec.get(axis, AXIS_DEFAULTS.get(axis))  # e.g. grid_params for the default grid, "uniform"
                 spec[key] = {**base_maps[key].get(name, {}), **entry_maps[key].get(name, {})}
             cells.append(CellSpec(**spec))
     unique = {cell.key(): cell for cell in cells}
@@ -222,8 +225,10 @@ def _method_problems(cell: CellSpec, method) -> list[str]:
             value = getattr(cell, name)
             if value is not None and not _positive_number(value):
                 problems.append(f"{name} must be a number > 0, got {value!r}")
-    if method.stepping == "own_grid" and cell.grid != "uniform":
-        problems.append(f"{cell.method!r} runs on its own grid; grid must be 'uniform'")
+    if method.stepping == "own_grid" and (cell.grid != "uniform" or cell.grid_params):
+        problems.append(f"{cell.method!r} runs on its own grid; grid must be 'uniform', without grid_params")
+    if method.adaptive and cell.grid_params:
+        problems.append(f"grid_params do not apply to adaptive method {cell.method!r}")
     if method.diffusion:
         if cell.diffusion not in DIFFUSIONS:
             problems.append(f"{cell.method!r} needs a diffusion, one of {sorted(DIFFUSIONS)}; got {cell.diffusion!r}")
@@ -248,7 +253,23 @@ def _build_problems(cell: CellSpec) -> list[str]:
             problem = _build_problem(label, name, json.dumps(params, sort_keys=True))
             if problem:
                 problems.append(problem)
+    if cell.grid_params and not problems:
+        problem = _grid_problem(cell.grid, cell.steps, cell.schedule, json.dumps(cell.schedule_params, sort_keys=True),
+                                json.dumps(cell.grid_params, sort_keys=True))
+        if problem:
+            problems.append(problem)
     return problems
+
+
+@functools.lru_cache(maxsize=256)
+def _grid_problem(grid: str, steps: int, schedule: str, schedule_json: str, params_json: str) -> str | None:
+    """A grid's parameters are checked by building the grid (``steps`` points on the cell's schedule)."""
+    params = json.loads(params_json)
+    try:
+        get_grid(grid, steps, SCHEDULES.build(schedule, **json.loads(schedule_json)), **params)
+    except (TypeError, ValueError, MemoryError) as error:
+        return f"grid {grid!r} with {params}: {error}"
+    return None
 
 
 @functools.lru_cache(maxsize=256)

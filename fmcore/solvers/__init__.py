@@ -4,7 +4,7 @@ through :func:`sample` / :func:`log_likelihood`."""
 
 from .counting import CountingField, FieldOutputError, SolverBudgetError
 from .diffusions import DIFFUSIONS, Diffusion, get_diffusion, register_diffusion
-from .errors import SolverDivergenceError
+from .errors import SolverDivergenceError, SolverStepSizeError
 from .methods import METHODS, Method, SolveRequest, get_method, register_method
 from .sampling import LikelihoodResult, SampleResult, log_likelihood, sample
 from .tableaus import TABLEAUS, ButcherTableau, register_tableau
@@ -20,6 +20,7 @@ __all__ = [
     "Method",
     "SampleResult",
     "SolverBudgetError",
+    "SolverStepSizeError",
     "SolverDivergenceError",
     "SolveRequest",
     "TABLEAUS",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import SolverDivergenceError
+from .errors import SolverDivergenceError, SolverStepSizeError
 from .methods import Method, register_method
 
 TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
@@ -41,7 +41,9 @@ def integrate_torchdiffeq(
         options["options"] = {"step_t": t[-1:]}
     try:
         solution = odeint(field, x0, t, method=method, **options)
-    except AssertionError as error:  # torchdiffeq asserts on step-size underflow, which NaNs cause
+    except AssertionError as error:  # torchdiffeq asserts on step-size underflow: NaNs, or tolerances out of reach
+        if "underflow" in str(error):
+            raise SolverStepSizeError(f"torchdiffeq {method}", rtol, atol, x0.dtype, f"torchdiffeq: {error}") from error
         raise SolverDivergenceError(f"torchdiffeq {method}", None, None, str(error)) from error
     final = solution[-1]
     if not bool(torch.isfinite(final).all()):

@@ -15,3 +15,16 @@ class SolverDivergenceError(RuntimeError):
         else:
             where = f"in step {step} (from t = {t_start:.6g} to t = {t:.6g})"
         super().__init__(f"{method}: the solution became non-finite (NaN or inf) {where}{'; ' + detail if detail else ''}")
+
+
+class SolverStepSizeError(SolverDivergenceError):
+    """An adaptive solve whose step size shrank to nothing before its tolerances were met: they are tighter than the
+    state's dtype resolves, or the field returned NaN or inf (which no step size can satisfy either). A kind of
+    divergence, so ``except SolverDivergenceError`` catches it too."""
+
+    def __init__(self, method: str, rtol: float | None, atol: float | None, dtype, detail: str = ""):
+        self.method, self.step, self.t, self.t_start = method, None, None, None
+        self.rtol, self.atol = rtol, atol
+        RuntimeError.__init__(self, f"{method}: the step size underflowed before rtol = {rtol:g}, atol = {atol:g} were met "
+                              f"(tolerances tighter than {dtype} resolves, or a field that returned NaN or inf)"
+                              f"{'; ' + detail if detail else ''}")

@@ -33,7 +33,16 @@ from dataclasses import field as dataclass_field
 import torch
 from torch import Tensor
 
-from .._checks import as_generator, check_bool, check_choice, check_int, check_number, check_positive, check_samples
+from .._checks import (
+    as_generator,
+    check_allocation,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive,
+    check_samples,
+)
 from ..grids import check_grid, get_grid
 from . import adaptive, diffusion_samplers, runge_kutta, sde  # noqa: F401 — each registers its methods
 from .counting import CountingField
@@ -51,9 +60,13 @@ given ``max_nfe`` (a stiff problem would otherwise run without bound)."""
 
 @dataclass
 class SampleResult:
-    """``x`` at t = 1, ``nfe`` counted by a wrapper around the field, the ``grid`` used (for adaptive methods:
+    """``x`` at ``t1``, ``nfe`` counted by a wrapper around the field, the ``grid`` used (for adaptive methods:
     the output times), ``t0`` where the solve started, the ``trajectory`` (``(len(grid), n, d)``) if asked,
-    the ``options`` in force (tolerances, diffusion) and ``info`` reported by the solver itself (SciPy's counts)."""
+    the ``options`` in force (tolerances, diffusion) and ``info`` reported by the solver itself (SciPy's counts).
+
+    ``t1`` is where the solve ended: 1 (the data) unless the grid ends before, a deliberate early stop (samplers
+    are commonly stopped at 1 − ε); ``x`` is then a sample of the path at ``t1``, and whoever scores it says whether
+    against the data or against the marginal at ``t1``."""
 
     x: Tensor
     nfe: int
@@ -63,6 +76,7 @@ class SampleResult:
     trajectory: Tensor | None = None
     options: dict = dataclass_field(default_factory=dict)
     info: dict = dataclass_field(default_factory=dict)
+    t1: float = 1.0
 
 
 def _check_field_input(field, x: Tensor, name: str) -> None:
@@ -78,7 +92,10 @@ def _check_field_input(field, x: Tensor, name: str) -> None:
         raise ValueError(f"{name} has dtype {x.dtype} but the field computes in {dtype}")
 
 
-def _resolve_tolerances(method: Method, rtol, atol) -> tuple[float | None, float | None]:
+def _resolve_tolerances(method: Method, rtol, atol, dtype: torch.dtype) -> tuple[float | None, float | None]:
+    """The tolerances of an adaptive method: each > 0, and not both far below the state dtype's resolution ε (under
+    ε/100 no step can meet them: the step size underflows first; nearer ε a solve that cannot meet them ends in
+    :class:`~fmcore.solvers.SolverStepSizeError` or the NFE budget)."""
     if not method.adaptive:
         if rtol is not None or atol is not None:
             raise ValueError(f"rtol/atol apply to adaptive methods only; {method.name!r} takes steps or a grid")
@@ -86,6 +103,10 @@ def _resolve_tolerances(method: Method, rtol, atol) -> tuple[float | None, float
     default_rtol, default_atol = method.tolerances
     rtol = default_rtol if rtol is None else check_positive("rtol", rtol)
     atol = default_atol if atol is None else check_positive("atol", atol)
+    resolution = torch.finfo(dtype).eps
+    if max(rtol, atol) < resolution / 100:
+        raise ValueError(f"rtol = {rtol:g} and atol = {atol:g} are both far below {dtype}'s resolution ε = {resolution:.3g}: "
+                         "no step can meet them (its size would underflow first); raise rtol or atol to ≥ ε/100")
     return rtol, atol
 
 
@@ -172,7 +193,7 @@ def sample(
     _check_field_provides(field, spec)
     options = _resolve_options(spec, options)
     max_nfe = _resolve_max_nfe(spec, max_nfe)
-    rtol, atol = _resolve_tolerances(spec, rtol, atol)
+    rtol, atol = _resolve_tolerances(spec, rtol, atol, x0.dtype)
     generator = as_generator(generator)
     start = spec.start(field.schedule) if spec.start is not None else 0.0
     if spec.diffusion:
@@ -190,13 +211,21 @@ def sample(
         raise ValueError(f"{method!r} needs a generator (torch.Generator or integer seed): it draws noise here")
     grid_used = _resolve_grid(spec, steps, grid, start)
     check_grid_start(grid_used, start, repr(diffusion) if spec.diffusion else method)
+    if return_trajectory:
+        check_allocation("steps", len(grid_used) - 1, f"the trajectory of {x0.shape[0]} points at {len(grid_used)} times",
+                         float(len(grid_used)) * x0.numel() * x0.element_size())
+    recorded = {"rtol": rtol, "atol": atol, "diffusion": repr(diffusion) if diffusion is not None else None, **options}
+    if x0.shape[0] == 0:  # the empty batch: nothing to integrate, for every method
+        trajectory = x0.new_empty(len(grid_used), 0, x0.shape[1]) if return_trajectory else None
+        return SampleResult(x0.clone(), 0, grid_used, method, float(grid_used[0]), trajectory, recorded, {},
+                            float(grid_used[-1]))
     counting = CountingField(field, interval=(float(grid_used.min()), float(grid_used.max())), max_nfe=max_nfe)
     request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, generator, return_trajectory, options)
     x, trajectory, info = spec.integrate(request)
+    end = float(grid_used[-1])  # where the output is: the grid's end, also for a method whose model times stop short
     if "model_times" in info:  # a method that evaluates the field on a grid of its own records that grid
         grid_used = info.pop("model_times")
-    recorded = {"rtol": rtol, "atol": atol, "diffusion": repr(diffusion) if diffusion is not None else None, **options}
-    return SampleResult(x, counting.nfe, grid_used, method, float(grid_used[0]), trajectory, recorded, info)
+    return SampleResult(x, counting.nfe, grid_used, method, float(grid_used[0]), trajectory, recorded, info, end)
 
 
 @dataclass
@@ -249,10 +278,14 @@ def log_likelihood(
         generator = as_generator(generator)
         if generator is None:
             raise ValueError("the Hutchinson estimator needs a generator (torch.Generator or integer seed)")
+        check_allocation("probes", probes, f"{probes} Rademacher probes of {tuple(x1.shape)} (with their products)",
+                         3 * 8.0 * probes * x1.numel())
         signs = torch.randint(0, 2, (probes, *x1.shape), generator=generator, dtype=torch.int64)
         probe_tensor = (2 * signs - 1).to(dtype=x1.dtype, device=x1.device)
-    rtol, atol = _resolve_tolerances(spec, options.get("rtol"), options.get("atol"))
+    rtol, atol = _resolve_tolerances(spec, options.get("rtol"), options.get("atol"), x1.dtype)
     grid = _resolve_grid(spec, options.get("steps"), options.get("grid"), start=1.0, end=0.0)
+    if x1.shape[0] == 0:  # the empty batch: nothing to integrate, for every method
+        return LikelihoodResult(x1.new_zeros(0), 0, x1.clone(), method, divergence)
     counting = CountingField(
         AugmentedDynamics(field, divergence, probe_tensor), interval=(float(grid.min()), float(grid.max())), max_nfe=max_nfe
     )

@@ -388,8 +388,6 @@ def test_a_cell_that_kills_its_worker_is_one_failed_row_and_is_retried_once(tmp_
     assert (_by_method(out).drop("dies")["status"] == "ok").all()
     third = _run_faulty(command[:-3] + ["--workers", "2"])  # then kept failed: nothing runs
     assert third.returncode == 1 and "0 to run; 1 kept failed" in third.stderr and "--retry-failed" in third.stderr
-    fourth = _run_faulty(command[:-3] + ["--workers", "2", "--retry-failed"])
-    assert "1 to run (1 retried)" in fourth.stderr
 
 
 def test_a_cell_that_takes_the_process_down_in_process_is_named_by_the_next_run(tmp_path):
@@ -406,6 +404,10 @@ def test_a_cell_that_takes_the_process_down_in_process_is_named_by_the_next_run(
     row = _by_method(out).loc["dies"]
     assert row["fault"] == "died" and "the run died while this cell was running in process (start 2" in row["error"]
     assert "kept failed" in third.stdout and (out / "report.md").exists()
+    again = _run_faulty(command + ["--retry-failed"])  # asked for: run again (and here, die again)
+    assert again.returncode == -signal.SIGKILL
+    with RowStore(out) as store:
+        assert store.attempts()[row["cell"]] == 3 and store.died_running() == [row["cell"]]
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from fmbench.faults import DEFAULT_TIME_LIMIT_S, RETRIED_ONCE, describe_exit, ha
 from fmbench.files import RUN_MARKERS, RunLock, UnsafePathError, check_output_directory, probe_writable, refuse_link, write_text
 from fmbench.provenance import code_fingerprint, fingerprint_key, git_output, what_changed
 from fmbench.roofline import measure_peaks
-from fmbench.store import RowStore, StoreError, export_parquet, load_rows, store_error
+from fmbench.store import RowStore, StoreError, StoreWarning, export_parquet, load_rows, store_error
 from fmbench.sweepfile import SweepError
 from fmbench.threads import check_threads
 
@@ -344,7 +345,9 @@ def prepare_output(out: Path, cells: list[CellSpec], force: bool = False, code: 
         raise SweepError(f"cannot write to the output directory {out}: {error.strerror or error}") from None
     lock = RunLock(out)
     try:
-        rows = load_rows(out)
+        with warnings.catch_warnings():  # a damaged store is refused below (RowStore.check), not read around
+            warnings.simplefilter("ignore", StoreWarning)
+            rows = load_rows(out)
         foreign = (set(rows["cell"]) if "cell" in rows else set()) - {cell.key() for cell in cells}
         stale = 0
         if code is not None and "status" in rows:

@@ -232,8 +232,10 @@ def open_executor(workers: int = 1, dask: str | None = None,
 
 def _stop(executor: Executor | None) -> None:
     """Cancel what is queued and stop what runs, now (after Ctrl-C or SIGTERM, or when the disk is full)."""
-    if executor is not None:
-        executor.shutdown(wait=False, cancel_futures=True)  # the pool kills its workers; Dask cancels its futures
+    if isinstance(executor, IsolatedPool):
+        executor.shutdown(wait=False, cancel_futures=True)  # kills its workers
+    elif executor is not None:  # Dask's executor cancels its futures on shutdown(wait=False), and takes no other option
+        executor.shutdown(wait=False)
 
 
 def _results(pending: list[tuple[int, CellSpec]], executor: Executor | None, context: CellContext, window: int,

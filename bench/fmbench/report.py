@@ -217,7 +217,8 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
     lines += _performance_section(rows, environment, out)
     for title, frame in (("Failed cells", failed), ("Skipped cells", skipped)):
         if len(frame):
-            columns = [c for c in ["target", "schedule", "method", "steps", "device", "dtype", "error"] if c in frame]
+            columns = [c for c in ["target", "schedule", "method", "steps", "device", "dtype", "fault", "attempt", "error"]
+                       if c in frame]
             lines += [f"## {title}", "", markdown_table(frame[columns]), ""]
     with atomic_writer(out / "cells.csv") as file:
         rows.to_csv(file, index=False)

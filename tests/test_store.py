@@ -117,6 +117,22 @@ def test_repair_keeps_every_row_sqlite_can_still_read(finished, tmp_path, capsys
     pd.testing.assert_frame_equal(_accuracy(out), _accuracy(finished / "run"))
 
 
+def test_repair_leaves_a_whole_store_alone_and_waits_for_no_running_sweep(finished, tmp_path, capsys):
+    from fmbench.files import RunLock
+
+    out = _copy(finished, tmp_path)
+    before = (out / "rows.sqlite").read_bytes()
+    assert main(["repair", str(out)]) == 0
+    assert "is whole (SQLite's quick_check: ok): nothing to repair" in capsys.readouterr().out
+    assert (out / "rows.sqlite").read_bytes() == before and not list(out.glob("rows.sqlite.damaged-*"))
+    lock = RunLock(out)  # a sweep writing there
+    try:
+        assert main(["repair", str(out)]) == EXIT_STORE
+        assert "another fmbench run" in capsys.readouterr().err
+    finally:
+        lock.release()
+
+
 def test_an_empty_store_holds_no_rows(finished, tmp_path, capsys):
     out = _copy(finished, tmp_path)
     (out / "rows.parquet").unlink()

@@ -199,6 +199,9 @@ def _repair(args) -> int:
     if not args.out.is_dir():
         return _error(f"{args.out} is not a run directory")
     done = repair(args.out)
+    if done["whole"]:
+        print(f"{args.out / 'rows.sqlite'} is whole (SQLite's quick_check: ok): nothing to repair")
+        return EXIT_OK
     kept = f"; the damaged file is kept as {done['kept_as']}" if done["kept_as"] else ""
     print(f"rebuilt {args.out / 'rows.sqlite'}: {done['from_sqlite']} row(s) read from the old store, "
           f"{done['from_parquet']} more from rows.parquet{kept}. Run the sweep again to run the rest.")

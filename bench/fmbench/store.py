@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmbench.files import atomic_writer, refuse_link
+from fmbench.files import RunLock, atomic_writer, refuse_link
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -138,15 +138,16 @@ class RowStore:
             return sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30)
         return sqlite3.connect(f"{uri}?immutable=1", uri=True)  # read-only media: nothing can change it under us
 
-    def _execute(self, sql: str, parameters=()):
+    def _execute(self, sql: str, parameters=()) -> list[tuple]:
+        """Run one statement and fetch all it returns (SQLite can fail while fetching, on a damaged page)."""
         try:
-            return self.connection.execute(sql, parameters)
+            return self.connection.execute(sql, parameters).fetchall()
         except sqlite3.Error as error:
             raise store_error(error, self.path) from None
 
     def check(self) -> None:
         """Raise :class:`StoreError` if the file is damaged (SQLite's ``quick_check``: every page readable)."""
-        result = self._execute("PRAGMA quick_check").fetchall()
+        result = self._execute("PRAGMA quick_check")
         if result != [("ok",)]:
             raise store_error(sqlite3.DatabaseError("; ".join(str(r[0]) for r in result[:3])), self.path)
 
@@ -179,7 +180,7 @@ class RowStore:
         self._execute("INSERT INTO attempts (cell, started, running) VALUES (?, 1, ?) "
                       "ON CONFLICT (cell) DO UPDATE SET started = started + 1, running = excluded.running",
                       (cell, int(running)))
-        return self._execute("SELECT started FROM attempts WHERE cell = ?", (cell,)).fetchone()[0]
+        return self._execute("SELECT started FROM attempts WHERE cell = ?", (cell,))[0][0]
 
     def attempts(self) -> dict[str, int]:
         """``cell → times started``."""
@@ -204,15 +205,11 @@ class RowStore:
 
     def frame(self) -> pd.DataFrame:
         """All rows, in sweep order."""
-        texts = self._execute("SELECT row FROM rows ORDER BY position, cell")
-        try:
-            records = [json.loads(text) for (text,) in texts]
-        except sqlite3.Error as error:
-            raise store_error(error, self.path) from None
+        records = [json.loads(text) for (text,) in self._execute("SELECT row FROM rows ORDER BY position, cell")]
         return pd.DataFrame.from_records(records)
 
     def __len__(self) -> int:
-        return self._execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+        return self._execute("SELECT COUNT(*) FROM rows")[0][0]
 
     def close(self) -> None:
         self.connection.close()
@@ -293,11 +290,37 @@ def readable_rows(path: Path) -> list[tuple[int, str, str, str]]:
         connection.close()
 
 
+def is_whole(directory: Path) -> bool:
+    """Whether ``<directory>/rows.sqlite`` exists, is not empty, and passes SQLite's ``quick_check``."""
+    path = Path(directory) / RowStore.filename
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    try:
+        with RowStore(directory, readonly=True) as store:
+            store.check()
+            len(store)
+    except StoreError:
+        return False
+    return True
+
+
 def repair(directory: str | Path) -> dict:
     """Rebuild a damaged ``rows.sqlite``: the rows SQLite can still read, and the rows of ``rows.parquet`` for cells it
     lost. The damaged file (and its ``-wal``/``-shm``) is kept as ``rows.sqlite.damaged-<time>``; a row is kept only if
-    its JSON reads back whole. Returns what it did: ``{"from_sqlite", "from_parquet", "kept_as"}``."""
+    its JSON reads back whole; the cells' start counts (:mod:`fmbench.faults`) begin afresh. A whole store is left as
+    it is. Holds the run's lock (a sweep writing there is waited for by no one: the repair is refused). Returns what it
+    did: ``{"whole", "from_sqlite", "from_parquet", "kept_as"}``."""
     directory = Path(directory)
+    lock = RunLock(directory)
+    try:
+        if is_whole(directory):
+            return {"whole": True, "from_sqlite": 0, "from_parquet": 0, "kept_as": None}
+        return _rebuild(directory)
+    finally:
+        lock.release()
+
+
+def _rebuild(directory: Path) -> dict:
     path = directory / RowStore.filename
     recovered: dict[str, tuple[dict, int]] = {}
     if path.exists():
@@ -328,7 +351,7 @@ def repair(directory: str | Path) -> dict:
                 os.replace(part, kept_as.with_name(kept_as.name + suffix))
     with RowStore(directory) as store:
         store.append_many(recovered.values())
-    return {"from_sqlite": from_sqlite, "from_parquet": len(recovered) - from_sqlite,
+    return {"whole": False, "from_sqlite": from_sqlite, "from_parquet": len(recovered) - from_sqlite,
             "kept_as": str(kept_as) if kept_as else None}
 
 

@@ -72,6 +72,11 @@ class _Problem:
         values = self.schedule(t)
         alpha, d_alpha = float(values.alpha), float(values.d_alpha)
         variance = alpha**2 * self.eigenvalues + float(values.sigma) ** 2
+        if not bool((variance > 0).all()):  # as the target's closed forms refuse it (GaussianMixture.rank_deficient)
+            raise ValueError(
+                f"the target is rank-deficient ({int((self.eigenvalues == 0).sum())} zero variance(s)) and σ_t = 0 at "
+                f"t = {t:g}, where the sampler evaluates the field: the velocity is singular there. Stop before it "
+                "(a grid with t1 < 1)")
         gain = (alpha * d_alpha * self.eigenvalues + float(values.sigma_d_sigma)) / variance
         return gain, (d_alpha - gain * alpha) * self.rotated_mean, variance, alpha * self.rotated_mean
 

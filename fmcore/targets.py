@@ -26,8 +26,10 @@ The eigendecomposition happens once, at construction. Parameters are stored in f
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -95,7 +97,7 @@ class GaussianMixture:
         weights: ``(K,)``, non-negative, summing to one (within 1e-6).
         means: ``(K, d)``.
         covs: full ``(K, d, d)`` (symmetric positive definite), diagonal ``(K, d)`` or isotropic ``(K,)``
-            (positive entries).
+            (entries ≥ 0: a zero variance is a rank-deficient direction, see :attr:`rank_deficient`).
         covariance_type: ``"full"``, ``"diag"`` or ``"iso"``; read from the shape of ``covs`` when None. It must
             be given when the shape is ambiguous: ``covs`` of shape ``(K, d)`` with ``K = d > 1`` could be K
             diagonals or one full ``(d, d)`` matrix meant for every component.
@@ -105,7 +107,7 @@ class GaussianMixture:
     :math:`\epsilon\,\lambda_{max}`, so such an eigenvalue could be zero (or negative), and the score at t = 1
     would be noise amplified by :math:`1/\lambda_{min}`. Such covariances are refused, never silently used:
     regularise explicitly (add :math:`\delta I`) if that is what is meant. Diagonal and isotropic variances are
-    taken as given (only > 0 is required): no eigendecomposition rounds them.
+    taken as given (only ≥ 0 is required): no eigendecomposition rounds them, so an exact zero is a true zero.
     """
 
     cpu_chunk_elements: int = 2**18
@@ -171,6 +173,9 @@ class GaussianMixture:
         self.means = means
         self.eigenvalues = eigenvalues
         self.eigenvectors = eigenvectors
+        self.rank_deficient = bool((eigenvalues == 0).any())
+        """Some component has a zero variance (axis-aligned only): its marginal at a time where σ_t = 0 (the data end
+        of most paths) has no density, and every closed form there is refused with a message saying so."""
         self._cache: dict[tuple[torch.dtype, torch.device], _Parameters] = {}
 
     # ------------------------------------------------------------------ basic properties
@@ -268,6 +273,13 @@ class GaussianMixture:
         for a scalar time, the whitening matrix :math:`[U_1 \operatorname{diag}(c_1)^{-1/2} | \dots]`."""
         alpha, sigma = _per_point(values.alpha), _per_point(values.sigma)
         std = torch.sqrt(alpha**2 * params.eigenvalues + sigma**2)  # (K, d) or (n, K, d)
+        if self.rank_deficient and not bool((std > 0).all()):
+            zero = (values.sigma == 0).reshape(-1)
+            times = "a time" if values.sigma.dim() == 0 else f"{int(zero.sum())} time(s)"
+            raise ValueError(
+                f"the target is rank-deficient ({int((self.eigenvalues == 0).sum())} zero variance(s)) and σ_t = 0 at "
+                f"{times} asked for (the data end): there its marginal has no density, so the score, velocity and "
+                "predictions are singular. Stop before it (a grid with t1 < 1, e.g. get_grid(..., t1=1 - 1e-3))")
         matrix = None
         if std.dim() == 2 and params.stacked_eigenvectors is not None:
             matrix = params.stacked_eigenvectors / std.reshape(1, -1)
@@ -571,8 +583,11 @@ def _eigendecompose(covs: Tensor, count: int, dim: int, covariance_type: str | N
     if eigenvectors is not None:
         _check_resolved(eigenvalues)
     smallest = float(eigenvalues.min())
-    if smallest <= 0:
+    if eigenvectors is not None and smallest <= 0:
         raise ValueError(f"covs must be positive definite; the smallest {kind} is {smallest:.3g} (all must be > 0)")
+    if smallest < 0:
+        raise ValueError(f"covs must be positive semi-definite; the smallest {kind} is {smallest:.3g} (all must be ≥ 0; "
+                         "a zero variance is a rank-deficient direction, valid at every t < 1)")
     return eigenvalues, eigenvectors
 
 
@@ -692,6 +707,32 @@ def anisotropic_gaussian(d: int = 8, condition_number: float = 100.0, seed: int 
     return GaussianMixture.from_eigendecomposition(
         torch.ones(1, dtype=torch.float64), mean.unsqueeze(0), eigenvalues.unsqueeze(0), rotation.unsqueeze(0)
     )
+
+
+CIFAR10_SPECTRUM = Path(__file__).parent / "data" / "cifar10_covariance_eigenvalues.npy"
+"""The covariance spectrum of CIFAR-10 (3072 eigenvalues, 9 of them zero): its source is in ``fmcore/data/README.md``."""
+CIFAR10_SPECTRUM_SHA256 = "5c896e4125f16a1e7a76efa10e550dc656506b6bb184d56c340e5098317a6e58"
+
+
+@register_target("cifar10")
+def cifar10_gaussian() -> GaussianMixture:
+    """The zero-mean Gaussian with CIFAR-10's covariance spectrum, d = 3 × 32 × 32 = 3072, on the coordinate axes.
+
+    Rank 3063: its nine zero eigenvalues make its marginal singular where σ_t = 0 (the data end), so samplers are
+    stopped before it (a grid with t1 < 1, as Pierret & Galerne's ε). Only the spectrum is published; every
+    basis-invariant figure (W2 to the target, the exact laws per eigenvalue, strong errors) is that of the data's
+    own basis."""
+    import hashlib
+
+    import numpy as np
+
+    data = CIFAR10_SPECTRUM.read_bytes()
+    if hashlib.sha256(data).hexdigest() != CIFAR10_SPECTRUM_SHA256:
+        raise ValueError(f"{CIFAR10_SPECTRUM} is not the shipped CIFAR-10 spectrum (its SHA-256 differs)")
+    eigenvalues = torch.from_numpy(np.load(io.BytesIO(data)).astype(np.float64)).abs()  # −0.0 → 0.0
+    dim = eigenvalues.numel()
+    return GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, dim, dtype=torch.float64),
+                           eigenvalues.unsqueeze(0), covariance_type="diag")
 
 
 @register_target("eight_gaussians")

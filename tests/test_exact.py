@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fmcore import AnalyticField, Gaussian, get_schedule, get_target
+from fmcore import AnalyticField, Gaussian, GaussianMixture, get_schedule, get_target
 from fmcore.exact import exact_output_law, has_exact_law
 from fmcore.grids import get_grid
 from fmcore.metrics import strong_error, w2_gaussian
@@ -156,3 +156,23 @@ def test_a_grid_starting_where_the_diffusion_is_singular_is_refused_as_sample_re
     law = exact_output_law(target, schedule, "euler_maruyama", grid=torch.linspace(start, 1, 11, dtype=torch.float64),
                            diffusion=forward)
     assert math.isfinite(law.w2_to_target())
+
+
+def test_the_exact_law_of_a_rank_deficient_target_is_the_limit_and_refuses_the_data_end():
+    """CIFAR-10's spectrum (nine zero eigenvalues): stopped at t1 = 1 − 1e-3 the exact law equals that of the same
+    spectrum with the zeros replaced by δ = 1e-14 (to O(δ/σ²) = 1e-8 relative); run to t = 1 by a method that evaluates
+    the field there (heun, rk4) it is refused by name."""
+    target = get_target("cifar10")
+    schedule = get_schedule("cosine")
+    grid = get_grid("uniform", 20, t1=1 - 1e-3)
+    floored = GaussianMixture(target.weights, target.means, target.eigenvalues.clamp_min(1e-14), covariance_type="diag")
+    for method in ("euler", "heun", "rk4"):
+        law, limit = exact_output_law(target, schedule, method, grid=grid), exact_output_law(floored, schedule, method, grid=grid)
+        assert law.t1 == 1 - 1e-3
+        assert law.w2_to_marginal() == pytest.approx(limit.w2_to_marginal(), rel=1e-6)
+        assert law.w2_to_target() == pytest.approx(limit.w2_to_target(), rel=1e-6)
+        if method == "euler":  # evaluates the field at each step's start only: never at t = 1, so it may go there
+            assert math.isfinite(exact_output_law(target, schedule, method, steps=20).w2_to_target())
+            continue
+        with pytest.raises(ValueError, match=r"rank-deficient \(9 zero variance\(s\)\) and σ_t = 0 at t = 1"):
+            exact_output_law(target, schedule, method, steps=20)

@@ -269,3 +269,59 @@ def test_cuda_matches_cpu():
         gpu = getattr(target, method)(0.5, x.to(device), schedule)
         assert gpu.device.type == "cuda"
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-10, atol=1e-10)
+
+
+# ---------------------------------------------------------------------- rank-deficient spectra
+
+
+def _with_floor(target: GaussianMixture, floor: float) -> GaussianMixture:
+    """The same axis-aligned mixture with each zero variance replaced by ``floor``."""
+    return GaussianMixture(target.weights, target.means, target.eigenvalues.clamp_min(floor), covariance_type="diag")
+
+
+@pytest.mark.parametrize("t", [0.0, 0.3, 0.9, 0.999])
+def test_a_zero_variance_is_the_limit_of_small_ones_at_every_t_before_the_data(t, any_schedule):
+    """A diagonal variance of exactly 0 is valid: at t < 1 every closed form is the limit of the same target with the
+    zero replaced by δ → 0 (δ = 1e-14 here, so the two differ by O(δ/σ_t²): 1e-8 relative at t = 0.999 on cond_ot)."""
+    target = GaussianMixture([0.3, 0.7], [[0.5, -1.0, 0.0], [-0.2, 0.4, 1.0]], [[1.0, 0.0, 0.5], [0.0, 0.0, 2.0]],
+                             covariance_type="diag")
+    assert target.rank_deficient
+    floored = _with_floor(target, 1e-14)
+    x = torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    sigma = float(any_schedule(t).sigma)
+    if sigma == 0:
+        pytest.skip("this schedule has σ_t = 0 here")
+    tolerance = max(1e-12, 100 * 1e-14 / sigma**2)  # c = α²λ + σ² moves by δ = 1e-14: relative δ/σ², ×100 margin
+    for name in ("velocity", "score", "data_prediction", "marginal_log_prob"):
+        exact, limit = (getattr(target, name)(t, x, any_schedule), getattr(floored, name)(t, x, any_schedule))
+        torch.testing.assert_close(exact, limit, rtol=tolerance, atol=tolerance)
+
+
+def test_a_rank_deficient_target_says_where_it_is_singular():
+    target = GaussianMixture([1.0], [[0.0, 1.0]], [[0.0, 1.0]], covariance_type="diag")
+    schedule = get_schedule("cond_ot")
+    x = torch.zeros(2, 2, dtype=torch.float64)
+    for call in (lambda: target.velocity(1.0, x, schedule), lambda: target.score(1.0, x, schedule),
+                 lambda: target.log_prob(x), lambda: AnalyticField(target, schedule)(torch.tensor([0.5, 1.0]), x)):
+        with pytest.raises(ValueError, match=r"rank-deficient \(1 zero variance\(s\)\) and σ_t = 0"):
+            call()
+    samples = target.sample(1000, generator=torch.Generator().manual_seed(0))
+    assert bool((samples[:, 0] == 0).all()) and samples[:, 1].std() > 0.9  # the zero direction is a point mass
+    with pytest.raises(ValueError, match="must be positive semi-definite; the smallest diagonal variance is -0.1"):
+        GaussianMixture([1.0], [[0.0, 1.0]], [[-0.1, 1.0]], covariance_type="diag")
+    with pytest.raises(ValueError, match="numerically singular"):  # full covariances: eigh cannot resolve a zero
+        GaussianMixture([1.0], [[0.0, 1.0]], [[[0.0, 0.0], [0.0, 1.0]]])
+
+
+def test_the_cifar10_target_is_the_shipped_spectrum():
+    import numpy as np
+
+    from fmcore.targets import CIFAR10_SPECTRUM
+
+    target = get_target("cifar10")
+    published = np.load(CIFAR10_SPECTRUM)
+    assert target.dim == 3072 and target.num_components == 1 and target.rank_deficient
+    assert int((target.eigenvalues == 0).sum()) == 9 and bool((target.means == 0).all())
+    assert float(target.eigenvalues.sum()) == pytest.approx(761.6196, rel=1e-6)
+    assert float(target.eigenvalues.max()) == pytest.approx(221.4533, rel=1e-6)
+    torch.testing.assert_close(target.eigenvalues[0], torch.from_numpy(np.abs(published).astype(np.float64)), rtol=0, atol=0)

@@ -15,8 +15,8 @@ ONE = torch.ones(1, dtype=torch.float64)
     [
         (ONE, torch.zeros(1, 2), torch.tensor([[[1.0, 0.5], [0.4, 1.0]]]), "symmetric"),
         (ONE, torch.zeros(1, 2), torch.tensor([[[1.0, 2.0], [2.0, 1.0]]]), "positive definite"),
-        (ONE, torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), "positive definite"),
-        (ONE, torch.zeros(1, 2), torch.tensor([-1.0]), "positive definite"),
+        (ONE, torch.zeros(1, 2), torch.tensor([[1.0, -0.5]]), "positive semi-definite"),  # a zero is valid
+        (ONE, torch.zeros(1, 2), torch.tensor([-1.0]), "positive semi-definite"),
         (torch.tensor([0.7, 0.7]), torch.zeros(2, 2), torch.ones(2), "sum to 1"),
         (torch.tensor([1.2, -0.2]), torch.zeros(2, 2), torch.ones(2), "≥ 0"),
         (ONE, torch.zeros(2, 2), torch.ones(2), "means must have shape"),

@@ -138,7 +138,8 @@ class GaussianMixture:
     def from_eigendecomposition(cls, weights, means, eigenvalues, eigenvectors=None) -> GaussianMixture:
         """Build from :math:`\\Sigma_k = U_k \\operatorname{diag}(\\lambda_k) U_k^\\top` without a new eigh.
 
-        ``eigenvalues`` ``(K, d)`` must be > 0; ``eigenvectors`` ``(K, d, d)`` must be orthogonal to within
+        ``eigenvalues`` ``(K, d)`` must be > 0 (≥ 0 when axis-aligned: a rank-deficient target, see
+        :attr:`rank_deficient`); ``eigenvectors`` ``(K, d, d)`` must be orthogonal to within
         :data:`ORTHOGONALITY_TOLERANCE` (``max |UᵀU − I|``; columns are eigenvectors); None means axis-aligned.
         """
         if eigenvectors is None:

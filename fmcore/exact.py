@@ -23,7 +23,7 @@ eigendirection. This module runs each method's *own* recursion, on its own grid,
   :math:`A = a - \tfrac12 g^2/c`, :math:`B = (\dot\alpha - a\alpha)m + \tfrac12 g^2\alpha m/c`.
 
 The deterministic diffusion samplers (``ddim``, ``dpmpp_2m``, ``edm_heun``) are affine too but not tableaus: their
-(P, Q) are read off their own float64 run on d + 1 probes (:data:`PROBED_METHODS`).
+(P, Q) are read off their own float64 run on three probes (:data:`PROBED_METHODS`).
 
 The output law is :math:`N(UQ,\ U\operatorname{diag}(\sigma_0^2P^2 + W)U^\top)`, so its W2 to the target is exact
 (:meth:`ExactLaw.w2_to_target`, the Bures distance of two laws with a common eigenbasis). For ODE methods (W = 0)
@@ -141,26 +141,36 @@ torchdiffeq's fixed-grid methods that are one of our tableaus step for step."""
 TORCHDIFFEQ_EQUIVALENTS = {"tdq_euler": "euler", "tdq_midpoint": "midpoint", "tdq_heun2": "heun", "tdq_rk4": "rk38"}
 PROBED_METHODS = ("ddim", "dpmpp_2m", "unipc", "edm_heun")
 """Deterministic diffusion samplers (at their default options: η = 0, no churn). Their steps are affine in x on a
-Gaussian target but are not tableaus, so their (P, Q) are read off the sampler itself, run in float64 on the d + 1
-probes 0 and the target's eigenvectors (the map is diagonal in that basis, which is checked)."""
+Gaussian target but are not tableaus, so their (P, Q) are read off the sampler itself, run in float64 on three probes
+(:func:`_probed_law`; the map is diagonal in the target's eigenbasis, which the third probe checks)."""
 
 
 def has_exact_law(method: str) -> bool:
     return method in TABLEAUS or method in EXACT_METHODS or method in TORCHDIFFEQ_EQUIVALENTS or method in PROBED_METHODS
 
 
+PROBE_SEED = 0
+"""Seed of the random probe that checks a probed map is diagonal in the target's eigenbasis."""
+
+
 def _probed_law(target: GaussianMixture, schedule: Schedule, method: str, steps, grid) -> ExactLaw:
-    """``(P, Q)`` of a deterministic sampler from its own run on the probes 0 and u_1, …, u_d (see
-    :data:`PROBED_METHODS`): z_N(0) = Q and z_N(e_j) − Q = P e_j."""
-    basis = torch.eye(target.dim, dtype=F64) if target.eigenvectors is None else target.eigenvectors[0]
-    probes = torch.cat([torch.zeros(1, target.dim, dtype=F64), basis.T])
+    """``(P, Q)`` of a deterministic sampler from its own float64 run on three probes, in the target's eigen
+    coordinates z (x = U z; see :data:`PROBED_METHODS`): z = 0 gives Q, z = 1 (every eigendirection at once) gives
+    P + Q, and a random z = r checks that the map is diagonal, z_N(r) = P ⊙ r + Q, which a coupling of
+    eigendirections would break. Three solves of dimension d, whatever d (it was d + 1)."""
+    dim = target.dim
+    random = torch.randn(dim, dtype=F64, generator=torch.Generator().manual_seed(PROBE_SEED))
+    eigen_probes = torch.stack([torch.zeros(dim, dtype=F64), torch.ones(dim, dtype=F64), random])
+    basis = None if target.eigenvectors is None else target.eigenvectors[0]
+    probes = eigen_probes if basis is None else eigen_probes @ basis.T
     result = sample(AnalyticField(target, schedule), probes, method, steps=steps, grid=grid)
-    rotated = result.x @ basis
-    offset, response = rotated[0], rotated[1:] - rotated[0]
-    gain = torch.diagonal(response).clone()
-    coupling = float((response - torch.diag(gain)).abs().max())
-    if coupling > 1e-9 * max(1.0, float(gain.abs().max())):
-        raise RuntimeError(f"{method} coupled the target's eigendirections ({coupling:.3g}): its map is not diagonal")
+    rotated = result.x if basis is None else result.x @ basis
+    offset, gain = rotated[0], rotated[1] - rotated[0]
+    residual = float((rotated[2] - (gain * random + offset)).abs().max())
+    scale = max(1.0, float(gain.abs().max()) * float(random.abs().max()) + float(offset.abs().max()))
+    if residual > 1e-9 * scale:
+        raise RuntimeError(f"{method} coupled the target's eigendirections (a random probe is off its diagonal map by "
+                           f"{residual:.3g}): its map is not diagonal")
     return ExactLaw(target, schedule, gain, offset, torch.zeros_like(gain), schedule.prior_std, result.t0, result.t1)
 
 

@@ -209,7 +209,7 @@ def test_learned_fields_give_every_prediction_consistently(objective):
 @pytest.mark.parametrize("method", ["ddim", "dpmpp_2m", "unipc", "edm_heun"])
 @pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine", "vp"])
 def test_exact_law_of_the_deterministic_samplers_matches_monte_carlo(method, schedule_name):
-    """The law read off d + 1 probes gives the strong error that 20 000 sampled noises measure (RMS distance to the
+    """The law read off three probes gives the strong error that 20 000 sampled noises measure (RMS distance to the
     exact flow map from the sampler's start; Monte-Carlo relative error about 0.5 %)."""
     from fmcore.exact import exact_output_law
 
@@ -221,6 +221,43 @@ def test_exact_law_of_the_deterministic_samplers_matches_monte_carlo(method, sch
     measured = float(((result.x - TARGET.flow_map(x0, schedule, t0=result.t0)) ** 2).sum(1).mean().sqrt())
     assert law.strong_error(law.t0) == pytest.approx(measured, rel=0.03)
     assert law.w2_to_target() > 0
+
+
+@pytest.mark.parametrize("method", ["ddim", "dpmpp_2m", "unipc", "edm_heun"])
+@pytest.mark.parametrize("axis_aligned", [False, True], ids=["rotated", "axis-aligned"])
+def test_three_probes_give_the_law_that_d_plus_one_probes_give(method, axis_aligned):
+    """(P, Q) from the probes 0, 1 and a random one (in eigen coordinates) equals, to 1e-12, the map read off the d + 1
+    probes 0 and the eigenvectors u_1 … u_d — written out here, as the law was computed before."""
+    from fmcore import GaussianMixture
+    from fmcore.exact import exact_output_law
+
+    target = TARGET if not axis_aligned else GaussianMixture([1.0], TARGET.means, TARGET.eigenvalues, covariance_type="diag")
+    schedule = get_schedule("cosine")
+    law = exact_output_law(target, schedule, method, steps=12)
+    basis = torch.eye(target.dim, dtype=torch.float64) if target.eigenvectors is None else target.eigenvectors[0]
+    probes = torch.cat([torch.zeros(1, target.dim, dtype=torch.float64), basis.T])
+    rotated = sample(AnalyticField(target, schedule), probes, method, steps=12).x @ basis
+    offset, response = rotated[0], rotated[1:] - rotated[0]
+    torch.testing.assert_close(law.offset, offset, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(law.gain, torch.diagonal(response), rtol=1e-12, atol=1e-12)
+    assert float((response - torch.diag(torch.diagonal(response))).abs().max()) < 1e-12  # the map is diagonal
+
+
+def test_a_probed_map_that_couples_eigendirections_is_refused(monkeypatch):
+    """The random probe catches a map that is not diagonal in the eigenbasis (here: a sampler that mixes coordinates)."""
+    import fmcore.exact
+    from fmcore.exact import exact_output_law
+
+    real = fmcore.exact.sample
+
+    def coupling(field, x0, method, **options):
+        result = real(field, x0, method, **options)
+        result.x = result.x + 1e-3 * x0.roll(1, dims=1)
+        return result
+
+    monkeypatch.setattr(fmcore.exact, "sample", coupling)
+    with pytest.raises(RuntimeError, match="coupled the target's eigendirections"):
+        exact_output_law(TARGET, get_schedule("cosine"), "ddim", steps=4)
 
 
 def test_cells_get_the_exact_law_only_when_the_sampler_is_deterministic():

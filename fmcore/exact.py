@@ -195,8 +195,15 @@ class ExactLaw:
 
     @property
     def basis(self) -> Tensor:
+        """The target's eigenbasis U (columns) as a dense matrix (the identity, built, for an axis-aligned target)."""
         eigenvectors = self.target.eigenvectors
         return torch.eye(self.target.dim, dtype=F64) if eigenvectors is None else eigenvectors[0]
+
+    @property
+    def rotated_mean(self) -> Tensor:
+        """The target's mean in its eigen coordinates, :math:`U^\top\\mu` (no d × d matrix when axis-aligned)."""
+        eigenvectors = self.target.eigenvectors
+        return self.target.means[0] if eigenvectors is None else eigenvectors[0].T @ self.target.means[0]
 
     @property
     def variance(self) -> Tensor:
@@ -205,7 +212,8 @@ class ExactLaw:
 
     @property
     def mean(self) -> Tensor:
-        return self.basis @ self.offset
+        eigenvectors = self.target.eigenvectors
+        return self.offset if eigenvectors is None else eigenvectors[0] @ self.offset
 
     @property
     def covariance(self) -> Tensor:
@@ -215,14 +223,14 @@ class ExactLaw:
     def w2_to_target(self) -> float:
         r"""Exact W2 to the target: :math:`\big(\sum_j (Q_j - m_j)^2 + (\sqrt{V_j} - \sqrt{\lambda_j})^2\big)^{1/2}`
         (Bures for two Gaussians with a common eigenbasis)."""
-        return self._w2_to(self.basis.T @ self.target.means[0], self.target.eigenvalues[0])
+        return self._w2_to(self.rotated_mean, self.target.eigenvalues[0])
 
     def w2_to_marginal(self) -> float:
         r"""Exact W2 to the path's marginal at ``t1``, :math:`N(\alpha_{t_1} m, \alpha_{t_1}^2\Lambda + \sigma_{t_1}^2)` in
         the target's eigenbasis."""
         values = self.schedule(self.t1)
         alpha, sigma = float(values.alpha), float(values.sigma)
-        return self._w2_to(alpha * (self.basis.T @ self.target.means[0]), alpha**2 * self.target.eigenvalues[0] + sigma**2)
+        return self._w2_to(alpha * self.rotated_mean, alpha**2 * self.target.eigenvalues[0] + sigma**2)
 
     def _w2_to(self, rotated_mean: Tensor, variances: Tensor) -> float:
         """W2 to the Gaussian of this mean and these variances in the same eigenbasis."""
@@ -233,7 +241,7 @@ class ExactLaw:
         r"""``(P*, Q*)`` of the exact probability-flow map from ``t_from`` to ``t_to`` (:math:`z^* = P^*z + Q^*`)."""
         start, end = self.schedule(t_from), self.schedule(t_to)
         eigenvalues = self.target.eigenvalues[0]
-        rotated_mean = self.basis.T @ self.target.means[0]
+        rotated_mean = self.rotated_mean
         variance_start = float(start.alpha) ** 2 * eigenvalues + float(start.sigma) ** 2
         variance_end = float(end.alpha) ** 2 * eigenvalues + float(end.sigma) ** 2
         gain = (variance_end / variance_start).sqrt()

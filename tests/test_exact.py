@@ -176,3 +176,17 @@ def test_the_exact_law_of_a_rank_deficient_target_is_the_limit_and_refuses_the_d
             continue
         with pytest.raises(ValueError, match=r"rank-deficient \(9 zero variance\(s\)\) and σ_t = 0 at t = 1"):
             exact_output_law(target, schedule, method, steps=20)
+
+
+def test_an_axis_aligned_law_needs_no_basis_matrix_and_equals_the_dense_one():
+    """An axis-aligned target's exact law is computed without a d × d identity (mean, W2s, strong errors), and equals
+    the law of the same target given the identity as a dense eigenbasis to 1e-12."""
+    target = GaussianMixture([1.0], [[0.5, -1.0, 2.0]], [[0.2, 1.0, 3.0]], covariance_type="diag")
+    dense = GaussianMixture.from_eigendecomposition([1.0], target.means, target.eigenvalues, torch.eye(3).unsqueeze(0))
+    schedule, grid = get_schedule("cosine"), get_grid("uniform", 8, t1=0.95)
+    for method in ("heun", "ddim"):
+        law = exact_output_law(target, schedule, method, grid=grid)
+        reference = exact_output_law(dense, schedule, method, grid=grid)
+        torch.testing.assert_close(law.mean, reference.mean, rtol=1e-12, atol=1e-12)
+        for name in ("w2_to_target", "w2_to_marginal", "strong_error"):
+            assert getattr(law, name)() == pytest.approx(getattr(reference, name)(), rel=1e-12), (method, name)

@@ -14,6 +14,7 @@ The exception policy (``docs/design.md``, "Errors"):
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -232,8 +233,9 @@ DEFAULT_MEMORY_LIMIT_BYTES = 4 * 2**30
 """What a call that allocates O(n²) or more may use unless told otherwise (``max_memory_bytes``)."""
 
 
+@functools.lru_cache(maxsize=1)
 def machine_memory_bytes() -> float:
-    """The machine's physical memory (``inf`` where the OS does not say)."""
+    """The machine's physical memory (``inf`` where the OS does not say); read once (``sample`` checks every grid)."""
     try:
         return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, ValueError, OSError):

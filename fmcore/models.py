@@ -50,6 +50,7 @@ from ._checks import (
     check_samples,
     check_seed,
 )
+from ._files import atomic_writer
 from .conversions import (
     data_prediction_from_noise_prediction,
     data_prediction_from_velocity,
@@ -366,9 +367,8 @@ def _train(
 
 
 def _save_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with atomic_writer(path) as file:  # never through a link planted in the (possibly shared) cache directory
+        file.write(data)
 
 
 def _load_checkpoint(directory: Path, config: dict) -> tuple[nn.Module, dict] | None:

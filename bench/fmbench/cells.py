@@ -269,7 +269,7 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
                        peak_memory_bytes=peak_memory)
             if spec.field == "analytic":  # the velocity's cost model × NFE: the report places it on the roofline
                 row["field_gflop"] = velocity_cost(target, spec.n, torch.finfo(dtype).bits // 8).flops * result.nfe / 1e9
-            row.update(_score(spec, target, schedule, noise, x, options))
+            row.update(_score(spec, target, schedule, noise, x, options, result.t1))
     except PeerUnavailable as error:  # a peer library that is not installed here: like a CUDA cell without CUDA
         row.update(status="skipped", error=str(error))
     except Exception as error:  # noqa: BLE001 — a failing cell is recorded, never raised
@@ -283,13 +283,8 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
     return row
 
 
-def result_t1(options: dict) -> float:
-    """Where the cell's sampler stops: its grid's last time, or 1 (the data) for a uniform grid of ``steps``."""
-    grid = options.get("grid")
-    return 1.0 if grid is None else float(grid[-1])
-
-
-def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tensor, options: dict) -> dict:
+def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tensor, options: dict, t1: float) -> dict:
+    """Every metric of the output ``x`` of a sampler that stopped at ``t1`` (1, or earlier: an early stop)."""
     scores = {"gaussian_fit_w2": gaussian_fit_w2(x, target)}
     # Deterministic methods: against the exact map of the same noise from t = 0. A start at a clipped t0 > 0 (karras
     # and logsnr grids, edm_heun on paths with α_0 = 0) is charged for that choice: its error is included.
@@ -303,8 +298,8 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
                 json.dumps(spec.schedule_params, sort_keys=True), spec.seed, spec.n, spec.device,
             )
         scores["strong_error"] = strong_error(x, reference)
-        if target.num_components == 1 and result_t1(options) < 1:  # an early stop: also against the path at t1
-            scores["strong_error_marginal"] = strong_error(x, target.flow_map(noise, schedule, t1=result_t1(options)))
+        if target.num_components == 1 and t1 < 1:  # an early stop: also against the path at t1
+            scores["strong_error_marginal"] = strong_error(x, target.flow_map(noise, schedule, t1=t1))
     if target.num_components > 1:
         reference_sample = target.sample(spec.n, generator=torch.Generator().manual_seed(10_000 + spec.seed))
         scores["w2_sliced"] = w2_sliced(x, reference_sample, SLICED_PROJECTIONS, generator=spec.seed)

@@ -1,11 +1,8 @@
 """Writing into a run directory so that no one who can write there too can turn the run against its user.
 
-Every file the harness writes in a run directory is written whole, atomically and without following a link: the
-content goes to a new temporary file that only this call can have made (``tempfile.mkstemp``: ``O_CREAT | O_EXCL``
-in the same directory), and that file is renamed over the destination. A rename replaces a link at the destination
-rather than writing through it, but a link there is something the run did not make (the run writes regular files
-only), so it is refused before anything is written: :class:`UnsafePathError`. Readers never see half a file, and a
-process killed mid-write leaves the old file (and perhaps a ``.tmp-*`` file, which is never read).
+Every file the harness writes in a run directory is written whole, atomically and without following a link, by
+:func:`atomic_writer` (shared with the library's model cache, :mod:`fmcore._files`): a link at a name the run writes
+is something the run did not make, so it is refused before anything is written (:class:`UnsafePathError`).
 
 :func:`check_output_directory` refuses what must never be a run directory: a filesystem root, the home directory,
 and a non-empty directory that holds no run (``--out ~/Documents`` would otherwise receive a run's files beside
@@ -16,65 +13,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+
+from fmcore._files import UnsafePathError, atomic_writer, refuse_link, write_text
+
+__all__ = ["UnsafePathError", "atomic_writer", "refuse_link", "write_text", "RUN_MARKERS", "RUN_FILES",
+           "probe_writable", "check_output_directory", "RunLock", "RunLockedError"]
 
 RUN_MARKERS = ("sweep.json", "rows.sqlite", "rows.parquet", "rows.csv")
 """A directory holding one of these is a run (or a baseline): it may be resumed, reported on, or moved aside."""
 RUN_FILES = ("sweep.json", "environment.json", "rows.sqlite", "rows.sqlite-wal", "rows.sqlite-shm", "rows.parquet",
              "rows.csv", "report.md", "cells.csv", ".fmbench-lock")
 """The names a run writes in its directory (and its figures, ``*.png``)."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _umask()
-
-
-class UnsafePathError(OSError):
-    """A path the run would write is not what the run made (a link planted in its place), or must not hold a run."""
-
-
-def refuse_link(path: Path) -> None:
-    """Raise :class:`UnsafePathError` if ``path`` is a symbolic link (a file the run writes never is one)."""
-    if os.path.islink(path):
-        raise UnsafePathError(f"{path} is a symbolic link, which this run did not make; refusing to write through or over "
-                              "it (remove it, or use another output directory)")
-
-
-@contextmanager
-def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary file object whose content replaces ``path`` when the block ends without an error (none otherwise)."""
-    path = Path(path)
-    refuse_link(path)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        os.fchmod(descriptor, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the file gets what open() would give it
-        with os.fdopen(descriptor, "wb") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        refuse_link(path)  # checked again just before the rename
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, never through a link."""
-    with atomic_writer(path) as file:
-        file.write(text.encode())
-    return Path(path)
 
 
 def probe_writable(directory: Path) -> None:

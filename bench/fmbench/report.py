@@ -145,7 +145,7 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
     out.mkdir(parents=True, exist_ok=True)
     rows = load_rows(run)
     if (run / "rows.sqlite").exists() and out == run:
-        export_parquet(run)
+        export_parquet(run, rows)
     environment = json.loads((run / "environment.json").read_text()) if (run / "environment.json").exists() else {}
     if rows.empty or "status" not in rows or "field" not in rows:
         return write_text(out / "report.md", "\n".join([f"# Sweep report: {run.name}", "", *_environment_line(environment),

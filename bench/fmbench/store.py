@@ -399,10 +399,11 @@ def write_baseline(run: str | Path, directory: str | Path) -> list[Path]:
     return written
 
 
-def export_parquet(directory: str | Path) -> Path:
-    """Write ``rows.parquet`` from the store, atomically (:func:`fmbench.files.atomic_writer`)."""
+def export_parquet(directory: str | Path, rows: pd.DataFrame | None = None) -> Path:
+    """Write ``rows.parquet`` from the store (or from its ``rows``, already read), atomically
+    (:func:`fmbench.files.atomic_writer`)."""
     directory = Path(directory)
-    frame = load_rows(directory)
+    frame = load_rows(directory) if rows is None else rows
     target = directory / "rows.parquet"
     with atomic_writer(target) as file:
         frame.to_parquet(file, index=False)

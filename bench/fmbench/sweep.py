@@ -161,8 +161,7 @@ class IsolatedPool(Executor):
     (``TimeoutError``). A pool that breaks all the same is started afresh for the next cell."""
 
     def __init__(self, workers: int, time_limit_s: float | None = None):
-        self.workers, self.timeout = workers, hard_limit(time_limit_s)
-        self._max_workers = workers
+        self._max_workers, self.timeout = workers, hard_limit(time_limit_s)  # _max_workers: as ProcessPoolExecutor's
         self._pool = self._start()
 
     def _start(self):
@@ -170,7 +169,7 @@ class IsolatedPool(Executor):
 
         from pebble import ProcessPool
 
-        return ProcessPool(max_workers=self.workers, initializer=_worker_init, initargs=(os.getpid(),),
+        return ProcessPool(max_workers=self._max_workers, initializer=_worker_init, initargs=(os.getpid(),),
                            context=multiprocessing.get_context("spawn"))
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
@@ -473,14 +472,6 @@ def _died_in_process(store: RowStore, cells: list[CellSpec], code_key: str) -> i
     return len(died)
 
 
-def _kept_failed(store: RowStore, retry_failed: bool) -> set[str]:
-    """Failed cells not to run again: those whose fault (died, time limit) happened on their second start or later."""
-    if retry_failed:
-        return set()
-    attempts = store.attempts()
-    return {key for key, fault in store.faults().items() if fault in RETRIED_ONCE and attempts.get(key, 1) >= 2}
-
-
 def run_sweep(
     cells: list[CellSpec],
     out: str | Path,
@@ -531,8 +522,10 @@ def _run_locked(cells, out, executor, progress, cache_dir, threads, executor_des
         if died:
             print(f"the last run died in {died} cell(s) running in process: they are failed rows now (fault 'died'), "
                   "retried once after the others", file=sys.stderr, flush=True)
-        statuses, kept = store.statuses(), _kept_failed(store, retry_failed)
+        statuses, attempts = store.statuses(), store.attempts()
         faulted = {key for key, fault in store.faults().items() if fault in RETRIED_ONCE}
+        # kept failed: a fault of its process (died, time limit) on its second start or later, unless asked again
+        kept = set() if retry_failed else {key for key in faulted if attempts.get(key, 1) >= 2}
         pending = [(position, cell) for position, cell in enumerate(cells)
                    if statuses.get(cell.key()) != "ok" and cell.key() not in kept]
         pending.sort(key=lambda item: item[1].key() in faulted)  # innocents first: a cell that died goes last
@@ -586,7 +579,7 @@ def _run_locked(cells, out, executor, progress, cache_dir, threads, executor_des
         store.close()
     try:
         _record_end_load(out)
-        export_parquet(out)
+        export_parquet(out, rows)
     except OSError as error:
         raise _as_store_error(error, out) from None
     if interrupted:  # said even when quiet: the user must know what was kept and how to go on

@@ -245,30 +245,38 @@ def test_three_probes_give_the_law_that_d_plus_one_probes_give(method, axis_alig
 
 def test_a_probed_map_that_couples_eigendirections_is_refused(monkeypatch):
     """The random probe catches a map that is not diagonal in the eigenbasis (here: a sampler that mixes coordinates)."""
-    import fmcore.exact
+    import dataclasses
+
     from fmcore.exact import exact_output_law
+    from fmcore.solvers.methods import METHODS
 
-    real = fmcore.exact.sample
+    ddim = METHODS["ddim"]
 
-    def coupling(field, x0, method, **options):
-        result = real(field, x0, method, **options)
-        result.x = result.x + 1e-3 * x0.roll(1, dims=1)
-        return result
+    def coupling(request):
+        x, trajectory, info = ddim.integrate(request)
+        return x + 1e-3 * request.x0.roll(1, dims=1), trajectory, info
 
-    monkeypatch.setattr(fmcore.exact, "sample", coupling)
-    with pytest.raises(RuntimeError, match="coupled the target's eigendirections"):
-        exact_output_law(TARGET, get_schedule("cosine"), "ddim", steps=4)
+    monkeypatch.setitem(METHODS, "coupled_ddim", dataclasses.replace(ddim, name="coupled_ddim", integrate=coupling))
+    with pytest.raises(RuntimeError, match="coupled_ddim coupled the target's eigendirections"):
+        exact_output_law(TARGET, get_schedule("cosine"), "coupled_ddim", steps=4)
 
 
-def test_cells_get_the_exact_law_only_when_the_sampler_is_deterministic():
+def test_cells_get_the_exact_law_of_deterministic_and_stochastic_samplers():
+    """A stochastic sampler's cell gets its exact W2 (of the law it samples, at its options), not a strong error."""
     from fmbench.cells import CellSpec, run_cell
+
+    from fmcore.exact import exact_output_law
 
     base = {"target_params": {"d": 3, "condition_number": 4}, "steps": 8, "n": 64}
     deterministic = run_cell(CellSpec("gaussian", "cosine", "ddim", **base))
     stochastic = run_cell(CellSpec("gaussian", "cosine", "ddim", method_params={"eta": 1.0}, **base))
     assert deterministic["status"] == stochastic["status"] == "ok"
     assert deterministic["w2_exact_law"] > 0 and "strong_error_exact" in deterministic
-    assert "w2_exact_law" not in stochastic and "strong_error" not in stochastic
+    target, schedule = get_target("gaussian", d=3, condition_number=4), get_schedule("cosine")
+    expected = exact_output_law(target, schedule, "ddim", steps=8, eta=1.0).w2_to_target()
+    assert stochastic["w2_exact_law"] == pytest.approx(expected, rel=1e-12)
+    assert expected != pytest.approx(deterministic["w2_exact_law"], rel=1e-3)
+    assert "strong_error_exact" not in stochastic and "strong_error" not in stochastic
 
 
 def _gaussian_denoiser(scaled: torch.Tensor, level: float) -> torch.Tensor:

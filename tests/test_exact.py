@@ -135,8 +135,10 @@ def test_bad_requests():
         exact_output_law(get_target("seed000"), get_schedule("cond_ot"), "euler", steps=2)
     with pytest.raises(KeyError, match="no exact law for method 'dopri5'"):
         exact_output_law(TARGET, get_schedule("cond_ot"), "dopri5")
-    with pytest.raises(TypeError, match="diffusion"):
+    with pytest.raises(ValueError, match="'euler_maruyama' needs diffusion="):  # as sample() says it
         exact_output_law(TARGET, get_schedule("cond_ot"), "euler_maruyama", steps=2)
+    with pytest.raises(TypeError, match="'euler_maruyama' needs diffusion=.*got str"):
+        exact_output_law(TARGET, get_schedule("cond_ot"), "euler_maruyama", steps=2, diffusion="forward")
     with pytest.raises(ValueError, match="ODE methods"):
         exact_output_law(TARGET, get_schedule("cosine"), "euler_maruyama", steps=2,
                          diffusion=get_diffusion("constant")).strong_error()

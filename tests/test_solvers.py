@@ -124,10 +124,11 @@ def test_torchdiffeq_rk4_is_the_three_eighths_rule(anisotropic):
                                           if spec.stepping == "grid" and spec.stages and not spec.diffusion
                                           and not name.startswith("peer:")))
 def test_fixed_step_nfe_is_stages_times_steps(method):
-    field = AnalyticField(get_target("seed000"), get_schedule("cond_ot"))
+    field = AnalyticField(get_target("seed000"), get_schedule("vp"))  # a path every method runs on (pg_*: VP only)
     x0 = torch.randn(8, 3, dtype=torch.float64)
-    result = sample(field, x0, method, steps=7, **({"generator": 0} if METHODS[method].draws_noise() else {}))
-    assert result.nfe == METHODS[method].stages * 7
+    steps = 41  # pg_ddpm's b = 2hβ must stay below 1 on vp
+    result = sample(field, x0, method, steps=steps, **({"generator": 0} if METHODS[method].draws_noise() else {}))
+    assert result.nfe == METHODS[method].stages * steps
     if method in TABLEAUS:
         assert METHODS[method].stages == TABLEAUS[method].stages
 

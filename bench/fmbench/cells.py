@@ -311,12 +311,10 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
 
 def _exact_scores(spec: CellSpec, target, schedule, options: dict) -> dict:
     """The exact-law figures of a linear sampler on a Gaussian target (none for mixtures or learned fields), from
-    the same sampler options (steps or grid, diffusion) the cell ran with."""
-    defaults = get_method(spec.method).options
-    changed = any(value != defaults.get(name) for name, value in spec.method_params.items())
-    if target.num_components != 1 or spec.field != "analytic" or not has_exact_law(spec.method) or changed:
-        return {}  # the exact laws are for a method at its default options (e.g. DDIM at η = 0)
-    law_options = {key: value for key, value in options.items() if key in ("steps", "grid", "diffusion")}
+    the same sampler options (steps or grid, diffusion, the method's own options) the cell ran with."""
+    if target.num_components != 1 or spec.field != "analytic" or not has_exact_law(spec.method):
+        return {}
+    law_options = {key: value for key, value in options.items() if key not in ("generator", "rtol", "atol")}
     law = exact_output_law(target, schedule, spec.method, **law_options)
     scores = {"w2_exact_law": law.w2_to_target()}
     ode = not bool((law.noise_variance > 0).any())

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..solvers.errors import SolverDivergenceError
+from ..solvers.laws import AffineLaw, GaussianProblem, LawRecursion, LawRequest
 from ..solvers.methods import Method, register_method
 from ..solvers.runge_kutta import is_finite
 from ..solvers.sde import brownian_increment
@@ -53,8 +54,27 @@ def integrate_seed000_sde(field, x0: Tensor, steps: int, generator: torch.Genera
     return x, (torch.stack(trajectory) if trajectory is not None else None), {"model_times": evaluated}
 
 
+class Seed000Law(LawRecursion):
+    """The sampler's law per eigendirection, step for step as :func:`integrate_seed000_sde` runs: model times
+    ``1 − linspace(1, 0, N)``, state steps of 1/N, its own score formula with its 1e-6 regularisers and constants."""
+
+    def propagate(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
+        dt = 1.0 / request.steps
+        state = AffineLaw.identity(problem.dim)
+        for t_seed in torch.linspace(1, 0, request.steps, dtype=torch.float64).tolist():
+            gain, shift, _, _ = problem.coefficients(1.0 - t_seed)
+            velocity_gain, velocity_shift = -gain, -shift  # the seed's model predicts −u
+            alpha, sigma = 1.0 - t_seed, 0.001 + 0.999 * t_seed
+            kappa = 1.0 / ((sigma + 1e-6) * (-sigma - alpha * 0.999 + 1e-6))  # score = κ(α v + x)
+            score_gain, score_shift = kappa * (alpha * velocity_gain + 1.0), kappa * alpha * velocity_shift
+            increment_gain = (velocity_gain - 0.5 * sigma * score_gain) * dt
+            increment_shift = (velocity_shift - 0.5 * sigma * score_shift) * dt
+            state = state.then(1.0 - increment_gain, -increment_shift, sigma * dt)
+        return state
+
+
 register_method(Method(
     "seed000_sde",
     lambda r: integrate_seed000_sde(r.field, r.x0, len(r.grid) - 1, r.generator, r.return_trajectory),
-    stepping="own_grid", stages=1, random=True, order=1, family="reproduction (seed 000)",
+    stepping="own_grid", stages=1, random=True, order=1, family="reproduction (seed 000)", exact_law=Seed000Law(),
 ))

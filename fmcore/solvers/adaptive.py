@@ -11,7 +11,9 @@ import torch
 from torch import Tensor
 
 from .errors import SolverDivergenceError, SolverStepSizeError
+from .laws import TableauLaw
 from .methods import Method, register_method
+from .tableaus import TABLEAUS
 
 TORCHDIFFEQ_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "adaptive_heun", "fehlberg2")
 TORCHDIFFEQ_FIXED = ("euler", "midpoint", "heun2", "heun3", "rk4")
@@ -91,6 +93,9 @@ def integrate_scipy(
 # ---------------------------------------------------------------------- registration
 
 _TORCHDIFFEQ_STAGES = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}  # each of order = its stages
+_TORCHDIFFEQ_TABLEAUS = {"euler": "euler", "midpoint": "midpoint", "heun2": "heun", "rk4": "rk38"}
+"""torchdiffeq's fixed-grid methods that are one of our tableaus step for step (its "rk4" is the 3/8 rule), so their
+exact law is that tableau's (tested in ``tests/test_exact.py``)."""
 
 
 def _torchdiffeq(name: str):
@@ -102,8 +107,10 @@ def _scipy(name: str):
 
 
 for _name in TORCHDIFFEQ_FIXED:  # torchdiffeq's fixed-grid peers; its "rk4" is the 3/8 rule (our rk38)
+    _ours = _TORCHDIFFEQ_TABLEAUS.get(_name)
     register_method(Method(f"tdq_{_name}", _torchdiffeq(_name), stages=_TORCHDIFFEQ_STAGES[_name],
-                           order=_TORCHDIFFEQ_STAGES[_name], family="torchdiffeq fixed-grid"))
+                           order=_TORCHDIFFEQ_STAGES[_name], family="torchdiffeq fixed-grid",
+                           exact_law=TableauLaw(TABLEAUS[_ours]) if _ours else None))
 for _name in TORCHDIFFEQ_ADAPTIVE:
     register_method(Method(_name, _torchdiffeq(_name), stepping="adaptive", tolerances=(1e-7, 1e-9),
                            family="torchdiffeq adaptive"))

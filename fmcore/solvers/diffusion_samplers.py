@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from .errors import SolverDivergenceError
+from .laws import PROBED
 from .methods import Method, register_method
 from .runge_kutta import is_finite
 from .sde import brownian_increment
@@ -248,7 +249,7 @@ def _register(name: str, integrate, order: int, option: str | None = None, defau
         lambda r: integrate(r.field, r.x0, r.grid, r.schedule, r.options.get(option, 0.0), r.generator,
                             r.return_trajectory, name),
         options={option: default} if option else {}, random=option or False, order=order, family="diffusion",
-        predictions=("data",), needs_schedule=True, **declared,
+        predictions=("data",), needs_schedule=True, exact_law=PROBED, **declared,
     ))
 
 

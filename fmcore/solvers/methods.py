@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -16,6 +17,9 @@ from torch import Tensor
 from .counting import CountingField
 from .diffusions import Diffusion
 from .tableaus import TABLEAUS
+
+if TYPE_CHECKING:
+    from .laws import LawRecursion
 
 __all__ = ["Method", "SolveRequest", "METHODS", "register_method", "get_method", "PREDICTIONS", "STEPPING"]
 
@@ -57,7 +61,8 @@ class Method:
     ``predictions``: what it asks the field for (:data:`PREDICTIONS`); ``needs_schedule``: reads α_t, σ_t from
     the field's ``.schedule``; ``options``: its own options and their defaults (e.g. DDIM's ``eta``);
     ``start``: where a default grid starts on a schedule (None: t = 0); ``order``: its order of convergence, for
-    listings; ``family``: a word for listings, never branched on.
+    listings; ``family``: a word for listings, never branched on; ``exact_law``: how its exact output law on a Gaussian
+    target is computed (a :class:`~fmcore.solvers.laws.LawRecursion`), None when it has none (adaptive methods, peers).
     """
 
     name: str
@@ -73,6 +78,7 @@ class Method:
     start: Callable[[object], float] | None = None
     order: int | None = None
     family: str = ""
+    exact_law: LawRecursion | None = None
 
     def __post_init__(self):
         if self.stepping not in STEPPING:

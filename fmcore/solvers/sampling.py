@@ -137,13 +137,34 @@ def _resolve_grid(method: Method, steps, grid, start: float, end: float = 1.0) -
     return torch.tensor([start, end], dtype=torch.float64)
 
 
+def method_grid(method: Method, schedule, steps, grid, diffusion: Diffusion | None) -> Tensor:
+    """The grid ``method`` runs on for these arguments, checked: ``steps`` (a uniform grid from where the method and
+    its diffusion can start on ``schedule``) or ``grid``; ``diffusion`` required by, and only by, reverse-SDE methods.
+    The exact law of a run (:func:`fmcore.exact.exact_output_law`) resolves its grid here too."""
+    start = method.start(schedule) if method.start is not None else 0.0
+    if method.diffusion:
+        if diffusion is None:
+            raise ValueError(f"{method.name!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...)")
+        if not isinstance(diffusion, Diffusion):
+            raise TypeError(
+                f"{method.name!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...), "
+                f"got {type(diffusion).__name__} {diffusion!r}"
+            )
+        start = max(start, diffusion.start_time(schedule))
+    elif diffusion is not None:
+        raise ValueError(f"diffusion applies to reverse-SDE methods (euler_maruyama) only; {method.name!r} takes none")
+    grid_used = _resolve_grid(method, steps, grid, start)
+    check_grid_start(grid_used, start, repr(diffusion) if method.diffusion else method.name)
+    return grid_used
+
+
 def check_grid_start(grid: Tensor, start: float, what: str) -> None:
     """Refuse a grid that begins before ``start``, the earliest time where ``what`` (a method or a diffusion) is finite."""
     if float(grid[0]) < start:
         raise ValueError(f"{what} is singular at t < {start} on this schedule; start the grid at t ≥ {start}")
 
 
-def _resolve_options(method: Method, options: dict) -> dict:
+def method_options(method: Method, options: dict) -> dict:
     """The method's own options (e.g. DDIM's ``eta``) over its declared defaults; each a finite number ≥ 0."""
     unknown = sorted(set(options) - set(method.options))
     if unknown:
@@ -191,26 +212,13 @@ def sample(
     _check_field_input(field, x0, "x0")
     check_bool("return_trajectory", return_trajectory)
     _check_field_provides(field, spec)
-    options = _resolve_options(spec, options)
+    options = method_options(spec, options)
     max_nfe = _resolve_max_nfe(spec, max_nfe)
     rtol, atol = _resolve_tolerances(spec, rtol, atol, x0.dtype)
     generator = as_generator(generator)
-    start = spec.start(field.schedule) if spec.start is not None else 0.0
-    if spec.diffusion:
-        if diffusion is None:
-            raise ValueError(f"{method!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...)")
-        if not isinstance(diffusion, Diffusion):
-            raise TypeError(
-                f"{method!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...), "
-                f"got {type(diffusion).__name__} {diffusion!r}"
-            )
-        start = max(start, diffusion.start_time(field.schedule))
-    elif diffusion is not None:
-        raise ValueError(f"diffusion applies to reverse-SDE methods (euler_maruyama) only; {method!r} takes none")
+    grid_used = method_grid(spec, getattr(field, "schedule", None), steps, grid, diffusion)
     if spec.draws_noise(options) and generator is None:
         raise ValueError(f"{method!r} needs a generator (torch.Generator or integer seed): it draws noise here")
-    grid_used = _resolve_grid(spec, steps, grid, start)
-    check_grid_start(grid_used, start, repr(diffusion) if spec.diffusion else method)
     if return_trajectory:
         check_allocation("steps", len(grid_used) - 1, f"the trajectory of {x0.shape[0]} points at {len(grid_used)} times",
                          float(len(grid_used)) * x0.numel() * x0.element_size())

@@ -9,12 +9,16 @@ from torch import Tensor
 
 from .diffusions import Diffusion
 from .errors import SolverDivergenceError
+from .laws import EulerMaruyamaLaw, NoiseProbe
 from .methods import Method, register_method
 from .runge_kutta import is_finite
 
 
-def brownian_increment(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor:
-    """Standard normal noise drawn on the CPU in float64, then cast and moved (identical on every device)."""
+def brownian_increment(shape: torch.Size, generator: torch.Generator | NoiseProbe, like: Tensor) -> Tensor:
+    """Standard normal noise drawn on the CPU in float64, then cast and moved (identical on every device); the probe's
+    designed increments when the exact law is being probed (:class:`~fmcore.solvers.laws.NoiseProbe`)."""
+    if isinstance(generator, NoiseProbe):
+        return generator.draw(shape, like)
     return torch.randn(shape, dtype=torch.float64, generator=generator).to(dtype=like.dtype, device=like.device)
 
 
@@ -53,5 +57,5 @@ register_method(Method(
     "euler_maruyama",
     lambda r: integrate_euler_maruyama(r.field, r.x0, r.grid, r.diffusion, r.schedule, r.generator, r.return_trajectory),
     stages=1, diffusion=True, random=True, predictions=("velocity", "score"), needs_schedule=True, order=1,
-    family="reverse SDE",
+    family="reverse SDE", exact_law=EulerMaruyamaLaw(),
 ))

@@ -30,10 +30,11 @@ from torch import Tensor
 from ._checks import check_choice, check_instance, check_number
 from .schedules import Schedule
 from .solvers.diffusions import Diffusion
-from .solvers.laws import AffineLaw, GaussianProblem, LawRequest
+from .solvers.laws import AffineLaw, GaussianProblem, LawRecursion, LawRequest
 from .solvers.methods import METHODS, get_method
 from .solvers.sampling import method_grid, method_options
 from .targets import GaussianMixture
+from .targets.spectral import flow_gain, marginal_variance
 
 __all__ = ["ExactLaw", "exact_output_law", "has_exact_law", "methods_with_exact_law", "STARTS"]
 
@@ -78,9 +79,9 @@ class ExactLaw:
 
     @property
     def basis(self) -> Tensor:
-        """The target's eigenbasis U (columns) as a dense matrix (the identity, built, for an axis-aligned target)."""
-        eigenvectors = self.target.eigenvectors
-        return torch.eye(self.target.dim, dtype=F64) if eigenvectors is None else eigenvectors[0]
+        """The target's eigenbasis U (columns) as a dense ``(d, d)`` matrix, built (for tests and small d; the law
+        itself never needs it: :attr:`mean` applies the basis)."""
+        return self.target.layout.basis_of(0).dense()
 
     @property
     def rotated_mean(self) -> Tensor:
@@ -99,9 +100,8 @@ class ExactLaw:
 
     @property
     def mean(self) -> Tensor:
-        eigenvectors = self.target.eigenvectors
-        mean = self.rotated_output_mean
-        return mean if eigenvectors is None else eigenvectors[0] @ mean
+        """The output's mean in data coordinates, :math:`U(Pm_0 + Q)`."""
+        return self.target.layout.basis_of(0).from_eigen(self.rotated_output_mean)
 
     @property
     def covariance(self) -> Tensor:
@@ -118,7 +118,7 @@ class ExactLaw:
         :math:`N(\alpha_t m, \alpha_t^2\Lambda + \sigma_t^2)` in the target's eigenbasis."""
         values = self.schedule(self.t1 if t is None else check_number("t", t, 0.0, 1.0))
         alpha, sigma = float(values.alpha), float(values.sigma)
-        return self._w2_to(alpha * self.rotated_mean, alpha**2 * self.target.eigenvalues[0] + sigma**2)
+        return self._w2_to(alpha * self.rotated_mean, marginal_variance(alpha, sigma, self.target.eigenvalues[0]))
 
     def _w2_to(self, rotated_mean: Tensor, variances: Tensor) -> float:
         """W2 to the Gaussian of this mean and these variances in the same eigenbasis."""
@@ -131,9 +131,9 @@ class ExactLaw:
         start, end = self.schedule(t_from), self.schedule(t_to)
         eigenvalues = self.target.eigenvalues[0]
         rotated_mean = self.rotated_mean
-        variance_start = float(start.alpha) ** 2 * eigenvalues + float(start.sigma) ** 2
-        variance_end = float(end.alpha) ** 2 * eigenvalues + float(end.sigma) ** 2
-        gain = (variance_end / variance_start).sqrt()
+        variance_start = marginal_variance(float(start.alpha), float(start.sigma), eigenvalues)
+        variance_end = marginal_variance(float(end.alpha), float(end.sigma), eigenvalues)
+        gain = flow_gain(variance_start, variance_end)
         return gain, float(end.alpha) * rotated_mean - gain * float(start.alpha) * rotated_mean
 
     def _rms_between(self, gain: Tensor, offset: Tensor, other_gain: Tensor, other_offset: Tensor) -> float:
@@ -165,8 +165,8 @@ class ExactLaw:
 
 
 def _rotated_mean(target: GaussianMixture) -> Tensor:
-    eigenvectors = target.eigenvectors
-    return target.means[0] if eigenvectors is None else eigenvectors[0].T @ target.means[0]
+    r"""The target's mean in its eigen coordinates, :math:`U^\top\mu` (the basis applied, not built)."""
+    return target.layout.basis_of(0).to_eigen(target.means[0])
 
 
 def _start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor, Tensor]:
@@ -174,7 +174,7 @@ def _start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor,
     if start == "marginal":
         values = problem.schedule(t0)
         alpha, sigma = float(values.alpha), float(values.sigma)
-        return alpha * problem.rotated_mean, alpha**2 * problem.eigenvalues + sigma**2
+        return alpha * problem.rotated_mean, marginal_variance(alpha, sigma, problem.eigenvalues)
     std = problem.schedule.prior_std if start == "prior" else 1.0
     return torch.zeros(problem.dim, dtype=F64), torch.full((problem.dim,), std**2, dtype=F64)
 
@@ -187,6 +187,7 @@ def exact_output_law(
     grid: Tensor | None = None,
     diffusion: Diffusion | None = None,
     start: str = "prior",
+    law: LawRecursion | None = None,
     **options: float,
 ) -> ExactLaw:
     """The exact output law of ``sample(AnalyticField(target, schedule), x0, method, ...)`` with x0 from ``start``.
@@ -195,20 +196,24 @@ def exact_output_law(
     method starts) or a ``grid`` (which may end before t = 1: an early stop), ``diffusion`` for reverse-SDE methods,
     the method's own ``options`` (DDIM's ``eta``, EDM's ``churn``, ...) — and resolves the grid as it does.
     ``start`` is one of :data:`STARTS`: the schedule's prior N(0, σ₀² I) (default), the path's exact marginal at the
-    grid's first time, or N(0, I).
+    grid's first time, or N(0, I). ``law`` computes it instead of the method's declaration — e.g.
+    :data:`~fmcore.solvers.laws.PROBED` for a method that declares none but is linear and runs in float64 (a peer
+    library's deterministic sampler, your own): the probe refuses a map that couples eigendirections.
     """
     check_instance("target", target, GaussianMixture, "a Gaussian target: get_target('gaussian') or Gaussian(...)")
     check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
     start = check_choice("start", start, STARTS)
     if target.num_components != 1:
         raise ValueError(f"the exact law is for Gaussian targets (K = 1); this mixture has K = {target.num_components}")
-    if not has_exact_law(method):
+    if law is None and not has_exact_law(method):
         raise KeyError(f"no exact law for method {method!r}; methods with one: {methods_with_exact_law()}")
     spec = get_method(method)
+    if law is not None:
+        check_instance("law", law, LawRecursion, "e.g. fmcore.solvers.laws.PROBED")
     options = method_options(spec, options)
     grid = method_grid(spec, schedule, steps, grid, diffusion)
     problem = GaussianProblem(target.eigenvalues[0], _rotated_mean(target), schedule)
-    state = spec.exact_law.propagate(problem, LawRequest(method, grid, diffusion, options))
+    state = (law or spec.exact_law).propagate(problem, LawRequest(method, grid, diffusion, options))
     _check_law_finite(state, schedule, grid, method)
     t0 = float(grid[0])
     start_mean, start_variance = _start_law(start, problem, t0)

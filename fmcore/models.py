@@ -264,10 +264,12 @@ class TrainingDivergedError(RuntimeError):
 
 
 def _target_fingerprint(target: GaussianMixture) -> str:
-    """A hash of the target's parameters (weights, means, covariances), for the checkpoint key."""
+    """A hash of the target's parameters (weights, means, eigenvalues and the eigenbases' fingerprint: no d × d
+    covariance is built), for the checkpoint key."""
     digest = hashlib.sha256()
-    for tensor in (target.weights, target.means, target.covariances):
+    for tensor in (target.weights, target.means, target.eigenvalues):
         digest.update(tensor.contiguous().numpy().tobytes())
+    digest.update(target.layout.fingerprint().encode())
     return digest.hexdigest()[:16]
 
 

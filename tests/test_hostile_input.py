@@ -22,6 +22,7 @@ from fmcore.metrics import gaussian_fit_w2, mode_tv, nll_error, strong_error, w2
 from fmcore.models import LearnedField, SinusoidalMLP, exact_fm_loss, train_model
 from fmcore.solvers import SolverBudgetError, get_diffusion, get_method, log_likelihood, sample
 from fmcore.solvers.likelihood import gaussian_prior_log_prob
+from fmcore.targets import DCT, Dense, Identity
 
 F64 = torch.float64
 COND_OT = get_schedule("cond_ot")
@@ -340,6 +341,17 @@ BOUNDARY = [
      lambda: GaussianMixture.from_eigendecomposition([1.0], [[0.0]], [[-1.0]], [[[1.0]]]), ValueError),
     ("GaussianMixture.from_eigendecomposition", "eigenvectors",
      lambda: GaussianMixture.from_eigendecomposition([1.0], [[0.0]], [[1.0]], [[[2.0]]]), ValueError),
+    ("GaussianMixture.on_basis", "basis", lambda: GaussianMixture.on_basis([1.0], [[0.0]], [[1.0]], "dct"), TypeError),
+    ("GaussianMixture.on_basis", "eigenvalues",
+     lambda: GaussianMixture.on_basis([1.0], [[0.0, 0.0]], [[1.0, -1.0]], Identity(2)), ValueError),
+    ("GaussianMixture.on_basis", "eigenvalues",
+     lambda: GaussianMixture.on_basis([1.0], [[0.0, 0.0]], [[1.0]], Identity(2)), ValueError),
+    ("Dense", "matrix", lambda: Dense([[1.0, 1.0], [0.0, 1.0]]), ValueError),
+    ("DCT", "shape", lambda: DCT((3, 0, 4)), ValueError),
+    ("get_target", "basis", lambda: get_target("image_gaussian", basis="wavelet"), ValueError),
+    ("get_target", "shape", lambda: get_target("image_gaussian", shape=(32, 32)), ValueError),
+    ("get_target", "exponent", lambda: get_target("image_gaussian", exponent=-1.0), ValueError),
+    ("get_target", "K", lambda: get_target("image_mixture", K=0), ValueError),
     ("Gaussian", "mean", lambda: Gaussian(torch.zeros(2, 2), torch.ones(2)), ValueError),
     ("Gaussian", "cov", lambda: Gaussian(torch.zeros(2), torch.ones(2, 2, 2)), ValueError),
     ("GaussianMixture.sample", "n", lambda: SEED000.sample(-1), ValueError),

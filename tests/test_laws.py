@@ -147,3 +147,27 @@ def test_published_cifar10_values_are_reproduced_to_their_printed_digits(method,
     law = exact_output_law(get_target("cifar10"), get_schedule("vp"), method,
                            grid=get_grid("uniform", points - 1, t1=1 - epsilon), start=start, **options)
     assert law.w2_to_target() == pytest.approx(published, abs=0.005)
+
+
+def test_a_law_can_be_probed_for_a_method_that_declares_none():
+    """``law=PROBED`` reads the law of any linear float64 sampler off its code: here a method registered without a
+    declaration, which is euler step for step, gives euler's declared law."""
+    import dataclasses
+
+    from fmcore.solvers.methods import METHODS
+
+    undeclared = dataclasses.replace(METHODS["euler"], name="undeclared_euler", exact_law=None)
+    schedule = get_schedule("cosine")
+    try:
+        METHODS["undeclared_euler"] = undeclared
+        assert not has_exact_law("undeclared_euler")
+        with pytest.raises(KeyError, match="no exact law for method 'undeclared_euler'"):
+            exact_output_law(TARGET, schedule, "undeclared_euler", steps=7)
+        probed = exact_output_law(TARGET, schedule, "undeclared_euler", steps=7, law=PROBED)
+    finally:
+        del METHODS["undeclared_euler"]
+    declared = exact_output_law(TARGET, schedule, "euler", steps=7)
+    torch.testing.assert_close(probed.gain, declared.gain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(probed.offset, declared.offset, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="law must be a LawRecursion"):
+        exact_output_law(TARGET, schedule, "euler", steps=7, law="probe")

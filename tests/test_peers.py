@@ -235,3 +235,23 @@ def test_diffusers_table_below_the_path_is_a_clear_error():
     field, x0 = _field("vp")
     with pytest.raises(ValueError, match="does not reach"):
         sample(field, x0, "peer:diffusers/dpmsolver++", steps=8)
+
+
+@pytest.mark.parametrize("peer, ours, module", [("peer:flow_matching/midpoint", "midpoint", "flow_matching"),
+                                                ("peer:k_diffusion/dpmpp_2m", "dpmpp_2m", "k_diffusion")])
+def test_a_peers_law_probed_off_its_code_is_ours_at_image_dimension(peer, ours, module):
+    """The probe of a peer's own code (``law=PROBED``) on the CIFAR-10 Gaussian gives the law of the method of ours it
+    implements, on the same grid: exact truth for a library's implementation at d = 3072."""
+    _needs(module)
+    from fmcore import get_target
+    from fmcore.exact import exact_output_law
+    from fmcore.grids import get_grid
+    from fmcore.solvers import get_method
+    from fmcore.solvers.laws import PROBED
+
+    target, schedule = get_target("cifar10"), get_schedule("cosine")
+    start = get_method(peer).start(schedule) if get_method(peer).start else 0.0
+    grid = get_grid("logsnr", 10, schedule, t0=start, t1=0.999)
+    theirs = exact_output_law(target, schedule, peer, grid=grid, law=PROBED)
+    mine = exact_output_law(target, schedule, ours, grid=grid)
+    assert theirs.w2_to_target() == pytest.approx(mine.w2_to_target(), rel=1e-9)

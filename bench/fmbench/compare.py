@@ -46,7 +46,8 @@ from fmbench.store import load_rows
 COUNTS = ("nfe",)
 EXACT_METRICS = ("w2_exact_law", "strong_error_exact", "clip_w2_exact_law", "clip_strong_error",
                  "discretisation_strong_error", "strong_error")
-SAMPLED_METRICS = {"gaussian_fit_w2": "gaussian_fit_w2_floor", "w2_sliced": "w2_sliced_floor", "mode_tv": "mode_tv_floor"}
+SAMPLED_METRICS = {"gaussian_fit_w2": "gaussian_fit_w2_floor", "spectral_fit_w2": "spectral_fit_w2_floor",
+                   "w2_sliced": "w2_sliced_floor", "mode_tv": "mode_tv_floor"}
 SPEC_FIELDS = tuple(spec_field.name for spec_field in dataclasses.fields(CellSpec))
 SPEC_DEFAULTS = {spec_field.name: spec_field.default for spec_field in dataclasses.fields(CellSpec)
                  if spec_field.default is not dataclasses.MISSING}

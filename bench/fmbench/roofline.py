@@ -2,14 +2,18 @@ r"""The roofline of the closed-form mixture velocity: what one call costs, what 
 the field comes.
 
 **Cost of one call** (:func:`velocity_cost`) at a scalar time, for n points, K components in d dimensions,
-counted from the code path of ``GaussianMixture.velocity`` (``fmcore/targets.py``):
+counted from the code path of ``GaussianMixture.velocity`` (``fmcore/targets/mixture.py``):
 
 * full covariances (eigenbases :math:`U_k`): the whitening GEMM :math:`x\,[U_1 C_1^{-1/2}|\dots|U_K C_K^{-1/2}]`
   (:math:`2nd\cdot Kd` FLOPs), the way back :math:`(\gamma w)\,[\dots]^\top` (:math:`2nKd\cdot d`), the mean part
   :math:`\gamma\,\mu` (:math:`2nKd`); elementwise work on the ``(n, K, d)`` array (:math:`w\cdot w`, its sum, the
   responsibility weighting: :math:`3nKd`) and on ``(n, K)`` (log-weights, softmax: about :math:`10nK`);
 * diagonal or isotropic covariances: no GEMM; the whitening :math:`(x - \alpha\mu_k)/\sqrt{c_k}` (:math:`2nKd`),
-  :math:`w\cdot w` and its sum (:math:`2nKd`), weighting, gain and the sum over k (:math:`3nKd`), the mean part.
+  :math:`w\cdot w` and its sum (:math:`2nKd`), weighting, gain and the sum over k (:math:`3nKd`), the mean part;
+* a single Gaussian (K = 1): its velocity is affine, :math:`U(a\odot U^\top x + b)`: one ``addcmul``
+  (:math:`2nd`) and the finiteness check's sum (:math:`nd`), with the two GEMMs :math:`x U`, :math:`z U^\top`
+  (:math:`2\cdot 2nd^2`) when the basis is a stored matrix; x is read, u written and read once (each GEMM adds a
+  written and read ``(n, d)``; an FFT basis's transforms are not counted).
 
 Bytes are counted two ways: *compulsory* (read x, write u: :math:`2nd` elements; the parameters are small), and
 *as implemented* — every unfused elementwise operation reads its operands and writes its result once, so the
@@ -57,7 +61,12 @@ def velocity_cost(target: GaussianMixture, n: int, element_bytes: int) -> FieldC
     nKd, nK, nd = n * K * d, n * K, n * d
     softmax_flops, softmax_traffic = 10 * nK, 15 * nK
     mean_part_flops, mean_part_traffic = 2 * nKd + 2 * nd, nK + 4 * nd
-    if target.eigenvectors is not None:
+    if K == 1:
+        dense = target.layout.per_component or target.basis.is_matrix
+        gemm = 2 * 2 * nd * d if dense else 0
+        traffic = 3 * nd + (4 * nd if dense else 0)
+        return FieldCost(float(gemm + 3 * nd), float(gemm), float(2 * nd * element_bytes), float(traffic * element_bytes))
+    if target.layout.per_component:
         gemm = 2 * nd * K * d + 2 * nKd * d + 2 * nKd
         flops = gemm + 3 * nKd + softmax_flops + mean_part_flops
         traffic = 7 * nKd + softmax_traffic + mean_part_traffic + 2 * nd

@@ -1,10 +1,12 @@
 """The exact output law at image scale: its cost against the bytes it must touch.
 
-Workload: the law of rk4 (1000 steps, 4 stages) and of euler (1000 steps) on the vp path, for an axis-aligned
+Workload: the law of rk4 (1000 steps, 4 stages) and of euler (1000 steps) on the vp path, for a zero-mean axis-aligned
 Gaussian of d = 3 × 256 × 256 = 196 608 (ADSN's size) with eigenvalues log-spaced over five decades, and for the
 CIFAR-10 Gaussian (d = 3072) at the paper's NFE 1000. ``extra_info`` records the limit it is measured against: the
 time to stream the per-stage vectors once through memory (each stage of each step reads λ and writes its gain and
-offset, 3 × 8 × d bytes), at the machine's copy bandwidth measured beside it.
+offset, 3 × 8 × d bytes), at the machine's copy bandwidth measured beside it. The recursion runs in unfused torch
+operations on parts of ``LAW_CHUNK`` eigendirections (``fmcore/solvers/laws.py``); a fused kernel is what would
+reach that limit.
 """
 
 from __future__ import annotations
@@ -56,3 +58,41 @@ def test_exact_law_cifar10(benchmark, method):
     options = {"diffusion": get_diffusion("forward")} if method == "euler_maruyama" else {}
     target, schedule = get_target("cifar10"), get_schedule("vp")
     benchmark.pedantic(exact_output_law, args=(target, schedule, method), kwargs={"steps": 999, **options}, rounds=3)
+
+
+@pytest.mark.benchmark(group="closed form at image dimension")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_cifar10_velocity_against_memory_bandwidth(benchmark, dtype):
+    """The closed-form velocity of the CIFAR-10 Gaussian (a shared basis: the axes) at n = 4096: it must read x and
+    write u, 2·n·d elements; ``extra_info`` holds that time at the measured copy bandwidth and the ratio."""
+    from fmcore import AnalyticField
+
+    target, schedule = get_target("cifar10"), get_schedule("cosine")
+    field = AnalyticField(target, schedule)
+    x = target.marginal(0.5, schedule).sample(4096, generator=0).to(dtype)
+    field(0.5, x)
+    benchmark.pedantic(field, args=(0.5, x), rounds=7, warmup_rounds=1)
+    limit = 2 * x.numel() * x.element_size() / _copy_bandwidth(x.numel())
+    benchmark.extra_info.update(n=4096, d=3072, bandwidth_limit_s=limit,
+                                ratio_to_limit=benchmark.stats.stats.median / limit)
+
+
+@pytest.mark.benchmark(group="sampler at image dimension")
+def test_cifar10_sampler_run_field_fraction(benchmark):
+    """rk4, 50 steps (200 field calls), n = 1024 on the CIFAR-10 Gaussian, float32: ``extra_info`` holds the fraction of
+    the run spent in the field (200 × one bare call, timed beside it) and the rest in the solver's own arithmetic."""
+    from fmcore import AnalyticField
+    from fmcore.grids import get_grid
+    from fmcore.solvers import sample
+
+    target, schedule = get_target("cifar10"), get_schedule("cosine")
+    field = AnalyticField(target, schedule)
+    x0 = torch.randn(1024, target.dim, generator=torch.Generator().manual_seed(0))
+    grid = get_grid("uniform", 50, t1=0.999)
+    result = benchmark.pedantic(sample, args=(field, x0, "rk4"), kwargs={"grid": grid}, rounds=3, warmup_rounds=1)
+    began = time.perf_counter()
+    for _ in range(20):
+        field(0.5, x0)
+    one_call = (time.perf_counter() - began) / 20
+    benchmark.extra_info.update(n=1024, d=3072, steps=50, nfe=result.nfe, one_field_call_s=one_call,
+                                field_fraction=result.nfe * one_call / benchmark.stats.stats.median)

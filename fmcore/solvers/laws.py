@@ -64,6 +64,7 @@ class GaussianProblem:
     def __post_init__(self):
         if self.zero_variances < 0:
             object.__setattr__(self, "zero_variances", int((self.eigenvalues == 0).sum()))
+        object.__setattr__(self, "_centred", not bool(self.rotated_mean.any()))
 
     @property
     def dim(self) -> int:
@@ -71,8 +72,8 @@ class GaussianProblem:
 
     @property
     def centred(self) -> bool:
-        """The target's mean is 0: every offset Q stays 0."""
-        return not bool(self.rotated_mean.any())
+        """The target's mean is 0 (in these eigendirections): every offset Q stays 0."""
+        return self._centred
 
     def part(self, start: int, stop: int) -> GaussianProblem:
         """The eigendirections ``start:stop`` alone (each evolves on its own), sharing the schedule's values."""
@@ -202,7 +203,7 @@ class TableauLaw(StepLaw):
             stage_time = t_next if c_i == 1.0 else t + c_i * h  # as integrate_explicit_rk places it
             gain, shift, _, _ = problem.coefficients(stage_time)
             K = _weighted_sum(a_i, gains, h, 1.0)
-            gains.append(gain if _is_zero(K - 1.0) else gain * K)
+            gains.append(gain * K if isinstance(K, Tensor) or K != 1.0 else gain)
             if not centred:
                 offsets.append(gain * _weighted_sum(a_i, offsets, h, 0.0) + shift)
         scale = _weighted_sum(self.tableau.b, gains, h, 1.0)

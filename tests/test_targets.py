@@ -325,3 +325,25 @@ def test_the_cifar10_target_is_the_shipped_spectrum():
     assert float(target.eigenvalues.sum()) == pytest.approx(761.6196, rel=1e-6)
     assert float(target.eigenvalues.max()) == pytest.approx(221.4533, rel=1e-6)
     torch.testing.assert_close(target.eigenvalues[0], torch.from_numpy(np.abs(published).astype(np.float64)), rtol=0, atol=0)
+
+
+def test_the_adsn_target_is_the_shipped_spectrum():
+    """d = 196 608, 65 536 positive eigenvalues then 131 072 zeros (trace 1805.14, largest 22.934); its exact law runs at
+    that dimension when the grid stops before the data end, and is refused by name at t = 1."""
+    import numpy as np
+
+    from fmcore.exact import exact_output_law
+    from fmcore.grids import get_grid
+    from fmcore.targets import ADSN_SPECTRUM
+
+    target = get_target("adsn")
+    assert target.dim == 3 * 256 * 256 and target.rank_deficient and target.axis_aligned
+    assert int((target.eigenvalues == 0).sum()) == 131_072
+    assert float(target.eigenvalues.sum()) == pytest.approx(1805.1445, rel=1e-6)
+    assert float(target.eigenvalues.max()) == pytest.approx(22.934134, rel=1e-6)
+    torch.testing.assert_close(target.eigenvalues[0], torch.from_numpy(np.load(ADSN_SPECTRUM)), rtol=0, atol=0)
+    schedule = get_schedule("vp")
+    law = exact_output_law(target, schedule, "euler", grid=get_grid("uniform", 10, t1=0.999), start="standard_normal")
+    assert 0 < law.w2_to_target() < float(target.eigenvalues.sum()) ** 0.5 + target.dim ** 0.5
+    with pytest.raises(ValueError, match="rank-deficient .131072 zero variance"):
+        exact_output_law(target, schedule, "heun", steps=4)

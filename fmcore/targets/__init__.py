@@ -13,13 +13,14 @@ The package, one job per module:
 """
 
 from .bases import DCT, ORTHOGONALITY_TOLERANCE, Basis, Dense, Hartley, Identity
-from .catalogue import CIFAR10_SPECTRUM, TARGETS, get_target, image_spectrum, register_target
+from .catalogue import ADSN_SPECTRUM, CIFAR10_SPECTRUM, TARGETS, get_target, image_spectrum, register_target
 from .covariances import EIGENVALUE_FLOOR
 from .layouts import Layout, PerComponentBases, SharedBasis
 from .mixture import Gaussian, GaussianMixture
 
 __all__ = [
     "Basis",
+    "ADSN_SPECTRUM",
     "CIFAR10_SPECTRUM",
     "DCT",
     "Dense",

@@ -17,7 +17,7 @@ from .bases import DCT, Hartley, image_shape
 from .covariances import EIGENVALUE_FLOOR
 from .mixture import GaussianMixture
 
-__all__ = ["TARGETS", "get_target", "register_target", "CIFAR10_SPECTRUM", "IMAGE_BASES", "image_spectrum"]
+__all__ = ["TARGETS", "get_target", "register_target", "ADSN_SPECTRUM", "CIFAR10_SPECTRUM", "IMAGE_BASES", "image_spectrum"]
 
 FULL_COVARIANCE_BYTES = 64
 """Bytes per entry of a component's d × d covariance that building it takes at its peak (measured: 8 float64 d × d
@@ -70,9 +70,27 @@ def anisotropic_gaussian(d: int = 8, condition_number: float = 100.0, seed: int 
     )
 
 
-CIFAR10_SPECTRUM = Path(__file__).parent.parent / "data" / "cifar10_covariance_eigenvalues.npy"
+DATA = Path(__file__).parent.parent / "data"
+CIFAR10_SPECTRUM = DATA / "cifar10_covariance_eigenvalues.npy"
 """The covariance spectrum of CIFAR-10 (3072 eigenvalues, 9 of them zero): its source is in ``fmcore/data/README.md``."""
 CIFAR10_SPECTRUM_SHA256 = "5c896e4125f16a1e7a76efa10e550dc656506b6bb184d56c340e5098317a6e58"
+ADSN_SPECTRUM = DATA / "adsn_covariance_eigenvalues.npy"
+"""The covariance spectrum of an ADSN texture model (196 608 eigenvalues, 131 072 of them zero): source in
+``fmcore/data/README.md``."""
+ADSN_SPECTRUM_SHA256 = "098952779b1ecb6f142963d768368847edb67302069c1e46056cad0c57ffb176"
+
+
+def _shipped_gaussian(path: Path, sha256: str, what: str) -> GaussianMixture:
+    """The zero-mean Gaussian on the coordinate axes with the shipped spectrum at ``path`` (checked by its SHA-256)."""
+    import numpy as np
+
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path} is not the shipped {what} spectrum (its SHA-256 differs)")
+    eigenvalues = torch.from_numpy(np.load(io.BytesIO(data)).astype(np.float64)).abs()  # −0.0 → 0.0
+    dim = eigenvalues.numel()
+    return GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, dim, dtype=torch.float64),
+                           eigenvalues.unsqueeze(0), covariance_type="diag")
 
 
 @register_target("cifar10")
@@ -83,15 +101,17 @@ def cifar10_gaussian() -> GaussianMixture:
     stopped before it (a grid with t1 < 1, as Pierret & Galerne's ε). Only the spectrum is published; every
     basis-invariant figure (W2 to the target, the exact laws per eigenvalue, strong errors) is that of the data's
     own basis."""
-    import numpy as np
+    return _shipped_gaussian(CIFAR10_SPECTRUM, CIFAR10_SPECTRUM_SHA256, "CIFAR-10")
 
-    data = CIFAR10_SPECTRUM.read_bytes()
-    if hashlib.sha256(data).hexdigest() != CIFAR10_SPECTRUM_SHA256:
-        raise ValueError(f"{CIFAR10_SPECTRUM} is not the shipped CIFAR-10 spectrum (its SHA-256 differs)")
-    eigenvalues = torch.from_numpy(np.load(io.BytesIO(data)).astype(np.float64)).abs()  # −0.0 → 0.0
-    dim = eigenvalues.numel()
-    return GaussianMixture(torch.ones(1, dtype=torch.float64), torch.zeros(1, dim, dtype=torch.float64),
-                           eigenvalues.unsqueeze(0), covariance_type="diag")
+
+@register_target("adsn")
+def adsn_gaussian() -> GaussianMixture:
+    """The zero-mean Gaussian with an ADSN texture model's covariance spectrum, d = 3 × 256 × 256 = 196 608, on the
+    coordinate axes (its own basis is a Fourier basis; only the spectrum is published, as for ``cifar10``).
+
+    Rank 65 536 (one nonzero eigenvalue per spatial frequency: a colour texture's covariance has rank one in colour),
+    so its marginal is singular where σ_t = 0: stop before it."""
+    return _shipped_gaussian(ADSN_SPECTRUM, ADSN_SPECTRUM_SHA256, "ADSN")
 
 
 @register_target("eight_gaussians")

@@ -166,14 +166,13 @@ class ExactLaw:
 
 def _rotated_mean(target: GaussianMixture) -> Tensor:
     r"""The target's mean in its eigen coordinates, :math:`U^\top\mu` (the basis applied, not built)."""
-    return target.layout.basis_of(0).to_eigen(target.means[0])
+    return target.layout.rotate_means(target.means)[0]
 
 
 def _start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor, Tensor]:
     """``(m₀, v₀)`` per eigendirection of the start named ``start`` (:data:`STARTS`) at the grid's first time."""
     if start == "marginal":
-        values = problem.schedule(t0)
-        alpha, sigma = float(values.alpha), float(values.sigma)
+        alpha, sigma, _, _ = problem.scalars(t0)
         return alpha * problem.rotated_mean, marginal_variance(alpha, sigma, problem.eigenvalues)
     std = problem.schedule.prior_std if start == "prior" else 1.0
     return torch.zeros(problem.dim, dtype=F64), torch.full((problem.dim,), std**2, dtype=F64)

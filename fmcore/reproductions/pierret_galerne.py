@@ -25,6 +25,7 @@ probe of the integrators themselves in ``tests/test_laws.py``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -39,28 +40,40 @@ VARIANCE_PRESERVING_TOLERANCE = 1e-12
 """``|α² + σ² − 1|`` allowed at a grid time before a path is refused as not variance preserving."""
 
 
-def _beta_and_alpha(schedule, t: float, method: str) -> tuple[float, float]:
+Scalars = Callable[[float], tuple[float, float, float, float]]
+"""t ↦ (α, σ, α̇, σσ̇) at t: :meth:`~fmcore.solvers.laws.GaussianProblem.scalars` for the laws (computed once per
+time), :func:`_scalars_of` a schedule for the integrators."""
+
+
+def _scalars_of(schedule) -> Scalars:
+    def scalars(t: float) -> tuple[float, float, float, float]:
+        values = schedule(t)
+        return float(values.alpha), float(values.sigma), float(values.d_alpha), float(values.sigma_d_sigma)
+
+    return scalars
+
+
+def _beta_and_alpha(scalars: Scalars, schedule, t: float, method: str) -> tuple[float, float]:
     """``(β_t = α̇/α, α_t)`` on a variance-preserving path; refuse any other path by name."""
-    values = schedule(t)
-    alpha, sigma = float(values.alpha), float(values.sigma)
+    alpha, sigma, d_alpha, _ = scalars(t)
     if abs(alpha**2 + sigma**2 - 1.0) > VARIANCE_PRESERVING_TOLERANCE or alpha <= 0.0:
         raise ValueError(f"{method} is Pierret & Galerne's scheme for a variance-preserving path (α² + σ² = 1, α > 0); "
                          f"{schedule!r} has α² + σ² = {alpha**2 + sigma**2:.6g}, α = {alpha:.3g} at t = {t:g}. "
                          "Use a VP path with α > 0 on the grid, e.g. the 'vp' schedule")
-    return float(values.d_alpha) / alpha, alpha
+    return d_alpha / alpha, alpha
 
 
-def _ei_coefficients(schedule, s: float, t: float) -> tuple[float, float]:
+def _ei_coefficients(scalars: Scalars, schedule, s: float, t: float) -> tuple[float, float]:
     """``(γ₁, γ₂)`` of the exponential integrator on s → t."""
-    _, alpha_s = _beta_and_alpha(schedule, s, "pg_ei")
-    _, alpha_t = _beta_and_alpha(schedule, t, "pg_ei")
+    _, alpha_s = _beta_and_alpha(scalars, schedule, s, "pg_ei")
+    _, alpha_t = _beta_and_alpha(scalars, schedule, t, "pg_ei")
     ratio = alpha_t / alpha_s
     return ratio - 1.0, 0.5 * (ratio**2 - 1.0)
 
 
-def _ddpm_coefficient(schedule, s: float, t: float) -> float:
+def _ddpm_coefficient(scalars: Scalars, schedule, s: float, t: float) -> float:
     """``b = 2 h β_s`` of the DDPM step on s → t; it must stay below 1 (the step divides by √(1 − b))."""
-    beta, _ = _beta_and_alpha(schedule, s, "pg_ddpm")
+    beta, _ = _beta_and_alpha(scalars, schedule, s, "pg_ddpm")
     b = 2.0 * (t - s) * beta
     if not b < 1.0:
         raise ValueError(f"pg_ddpm's step from t = {s:g} to {t:g} has b = 2hβ = {b:.3g} ≥ 1 (it divides by √(1 − b)); "
@@ -82,16 +95,20 @@ def _integrate(field, x0: Tensor, grid: Tensor, schedule, generator, return_traj
 
 
 def integrate_pg_ei(field, x0, grid, schedule, generator, return_trajectory: bool = False):
+    scalars = _scalars_of(schedule)
+
     def update(x, score, noise, s, t):
-        gamma_1, gamma_2 = _ei_coefficients(schedule, s, t)
+        gamma_1, gamma_2 = _ei_coefficients(scalars, schedule, s, t)
         return x + gamma_1 * (x + 2.0 * score) + math.sqrt(2.0 * gamma_2) * noise
 
     return _integrate(field, x0, grid, schedule, generator, return_trajectory, "pg_ei", update)
 
 
 def integrate_pg_ddpm(field, x0, grid, schedule, generator, return_trajectory: bool = False):
+    scalars = _scalars_of(schedule)
+
     def update(x, score, noise, s, t):
-        b = _ddpm_coefficient(schedule, s, t)
+        b = _ddpm_coefficient(scalars, schedule, s, t)
         return (x + b * score) / math.sqrt(1.0 - b) + math.sqrt(b) * noise
 
     return _integrate(field, x0, grid, schedule, generator, return_trajectory, "pg_ddpm", update)
@@ -101,7 +118,7 @@ class ExponentialIntegratorLaw(StepLaw):
     """``pg_ei``'s step per eigendirection (module docstring)."""
 
     def step(self, problem: GaussianProblem, state: AffineLaw, t: float, t_next: float, request: LawRequest):
-        gamma_1, gamma_2 = _ei_coefficients(problem.schedule, t, t_next)
+        gamma_1, gamma_2 = _ei_coefficients(problem.scalars, problem.schedule, t, t_next)
         _, _, variance, alpha_mean = problem.coefficients(t)
         return state.then(1.0 + gamma_1 * (1.0 - 2.0 / variance), 2.0 * gamma_1 * alpha_mean / variance, 2.0 * gamma_2)
 
@@ -110,7 +127,7 @@ class DDPMLaw(StepLaw):
     """``pg_ddpm``'s step per eigendirection (module docstring)."""
 
     def step(self, problem: GaussianProblem, state: AffineLaw, t: float, t_next: float, request: LawRequest):
-        b = _ddpm_coefficient(problem.schedule, t, t_next)
+        b = _ddpm_coefficient(problem.scalars, problem.schedule, t, t_next)
         _, _, variance, alpha_mean = problem.coefficients(t)
         root = math.sqrt(1.0 - b)
         return state.then((1.0 - b / variance) / root, b * alpha_mean / variance / root, b)

@@ -377,7 +377,7 @@ class GaussianMixture:
         maps = affine(values, variance, params.eigenvalues[0], params.rotated_means[0])
         outputs = tuple(basis.from_eigen(torch.addcmul(shift, gain, z)) for gain, shift in maps)
         if check and not all(math.isfinite(float(output.detach().sum())) for output in outputs):
-            _explain_non_finite_output(x, outputs)
+            _explain_non_finite_output(x)
         return outputs if len(outputs) > 1 else outputs[0]
 
     def _over_chunks(self, x: Tensor, params: _Parameters, whitening_of, compute, check: bool = True):
@@ -570,10 +570,9 @@ def _unchecked_velocity_map(values: ScheduleValues, c: Tensor, eigenvalues: Tens
     return [(gain, (values.d_alpha - gain * values.alpha) * m)]
 
 
-def _explain_non_finite_output(x: Tensor, outputs: tuple[Tensor, ...]) -> None:
+def _explain_non_finite_output(x: Tensor) -> None:
     """Raise the reason a closed form came out non-finite: non-finite input, or a result beyond the dtype's range."""
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"x must be finite; it holds {int((~torch.isfinite(x)).sum())} non-finite value(s) (NaN or inf)")
+    _refuse_non_finite_input(x)
     raise ValueError(f"the closed form at x overflows {x.dtype} (largest |x| = {float(x.abs().max()):.3g}): its result is "
                      "beyond the dtype's range" + (". Use float64" if x.dtype != torch.float64 else ""))
 
@@ -596,10 +595,14 @@ def _checked_weights_and_means(weights, means) -> tuple[Tensor, Tensor]:
     return weights / weights.sum(), means
 
 
-def _explain_non_finite(x: Tensor, log_density: Tensor) -> None:
-    """Raise the reason a log-density came out non-finite: non-finite input, or a distance beyond the dtype's range."""
+def _refuse_non_finite_input(x: Tensor) -> None:
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"x must be finite; it holds {int((~torch.isfinite(x)).sum())} non-finite value(s) (NaN or inf)")
+
+
+def _explain_non_finite(x: Tensor, log_density: Tensor) -> None:
+    """Raise the reason a log-density came out non-finite: non-finite input, or a distance beyond the dtype's range."""
+    _refuse_non_finite_input(x)
     bad = int((~torch.isfinite(log_density)).sum())
     raise ValueError(
         f"{bad} point(s) of x are too far from every component for {x.dtype}: their squared whitened distance "

@@ -30,7 +30,7 @@ from torch import Tensor
 from ._checks import check_choice, check_instance, check_number
 from .schedules import Schedule
 from .solvers.diffusions import Diffusion
-from .solvers.laws import AffineLaw, GaussianProblem, LawRecursion, LawRequest
+from .solvers.laws import AffineLaw, GaussianProblem, LawRecursion, LawRequest, propagate_distinct
 from .solvers.methods import METHODS, get_method
 from .solvers.sampling import method_grid, method_options
 from .targets import GaussianMixture
@@ -212,7 +212,7 @@ def exact_output_law(
     options = method_options(spec, options)
     grid = method_grid(spec, schedule, steps, grid, diffusion)
     problem = GaussianProblem(target.eigenvalues[0], _rotated_mean(target), schedule)
-    state = (law or spec.exact_law).propagate(problem, LawRequest(method, grid, diffusion, options))
+    state = propagate_distinct(law or spec.exact_law, problem, LawRequest(method, grid, diffusion, options))
     _check_law_finite(state, schedule, grid, method)
     t0 = float(grid[0])
     start_mean, start_variance = _start_law(start, problem, t0)

@@ -473,3 +473,16 @@ def test_a_target_too_large_to_build_is_a_sweep_error(tmp_path, capsys):
                      '[[solver]]\nmethod = ["euler"]\nsteps = [4]\n')
     assert main(["run", str(sweep), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "target 'gaussian' with {'d': 10000000} cannot be built on this machine" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chosen, expected", [(None, "1"), ("0", "0")])
+def test_the_harness_asks_for_huge_pages_unless_told_otherwise_and_records_it(chosen, expected):
+    """``import fmbench`` sets ``THP_MEM_ALLOC_ENABLE=1`` only where the variable is unset (fmbench.allocator), and a
+    run's environment records the value."""
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if chosen is not None:
+        env["THP_MEM_ALLOC_ENABLE"] = chosen
+    code = ("import os, fmbench; from fmbench.sweep import environment; "
+            "print(os.environ['THP_MEM_ALLOC_ENABLE'], environment()['huge_pages'])")
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert shown.split() == [expected, expected]

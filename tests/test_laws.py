@@ -171,3 +171,32 @@ def test_a_law_can_be_probed_for_a_method_that_declares_none():
     torch.testing.assert_close(probed.offset, declared.offset, rtol=1e-12, atol=1e-12)
     with pytest.raises(TypeError, match="law must be a LawRecursion"):
         exact_output_law(TARGET, schedule, "euler", steps=7, law="probe")
+
+
+REPEATED = torch.tensor([0.0, 2.0, 0.5, 2.0, 0.0, 7.0, 0.5, 2.0], dtype=F64)  # 4 distinct values in 8 directions
+OFFSETS = torch.tensor([0.3, -1.0, 2.0, 0.7, 0.0, -0.4, 1.5, 0.0], dtype=F64)
+
+
+@pytest.mark.parametrize("method, schedule_name, options", [("rk4", "cosine", {}), ("heun", "vp", {}),
+                                                             ("dpmpp_2m_sde", "vp", {}), ("pg_ei", "vp", {}),
+                                                             ("euler_maruyama", "vp",
+                                                              {"diffusion": get_diffusion("forward")})])
+@pytest.mark.parametrize("mean", [OFFSETS, torch.zeros(8, dtype=F64)], ids=["offset", "centred"])
+def test_the_law_on_distinct_eigenvalues_equals_the_law_direction_by_direction(method, schedule_name, options, mean):
+    """A spectrum with repeated (and zero) eigenvalues: the law computed once per distinct value and spread (with
+    Q = q(λ)·m) equals the recursion run on every direction, to 1e-12 relative."""
+    from fmcore.solvers.laws import propagate_distinct
+
+    schedule = get_schedule(schedule_name)
+    options = dict(options)
+    diffusion = options.pop("diffusion", None)
+    spec = get_method(method)
+    grid = method_grid(spec, schedule, None, get_grid("uniform", STEPS, t1=1 - 1e-3), diffusion)
+    problem = GaussianProblem(REPEATED, mean, schedule)
+    assert problem.distinct()[0].dim == 4
+    request = LawRequest(method, grid, diffusion, options)
+    spread, whole = propagate_distinct(spec.exact_law, problem, request), spec.exact_law.propagate(problem, request)
+    whole = whole.dense()
+    for part in ("P", "Q", "W"):
+        got, expected = getattr(spread, part), getattr(whole, part)
+        assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max().clamp_min(1.0))), part

@@ -3,7 +3,7 @@
 With the default (active) wait policy, each of torch's OpenMP threads spins after a parallel region, waiting for
 the next. When another process is busy on the same cores, the spinning threads and that process take turns, and
 every parallel region waits for a descheduled thread. Measured on this project's 2-core machines (closed-form GMM
-velocity, n = 10⁵, d = 16, K = 16, float32; README, "Threads"):
+velocity, n = 10⁵, d = 16, K = 16, float32; README, "Threads and memory"):
 
 ========================  ==========  ===============================
 torch threads, policy     idle        one other CPU-bound process

@@ -43,7 +43,7 @@ from .diffusions import Diffusion
 from .tableaus import ButcherTableau
 
 __all__ = ["GaussianProblem", "AffineLaw", "LawRequest", "LawRecursion", "StepLaw", "TableauLaw", "EulerMaruyamaLaw",
-           "ProbedLaw", "NoiseProbe", "PROBED"]
+           "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct"]
 
 F64 = torch.float64
 
@@ -88,9 +88,21 @@ class GaussianProblem:
                                float(values.sigma_d_sigma))
         return self._values[t]
 
-    def coefficients(self, t: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(a, B, c, α m)`` at t: the velocity is ``a z + B``, the score ``−(z − α m)/c``. The last few times'
-        are kept (a step's end is the next step's start; rk4's two middle stages share a time).
+    def evaluate(self, times: list[float]) -> None:
+        """Compute the schedule's values at ``times`` in one vectorised call (a recursion knows its times before it
+        runs; one call per time costs more than the step it serves at image dimension)."""
+        new = [t for t in dict.fromkeys(times) if t not in self._values]
+        if not new:
+            return
+        values = self.schedule(torch.tensor(new, dtype=F64))
+        columns = (values.alpha, values.sigma, values.d_alpha, values.sigma_d_sigma)
+        for t, *scalars in zip(new, *(column.expand(len(new)).tolist() for column in columns), strict=True):
+            self._values[t] = tuple(scalars)
+
+    def coefficients(self, t: float) -> tuple[Tensor, Tensor | float, Tensor, Tensor | float]:
+        """``(a, B, c, α m)`` at t: the velocity is ``a z + B``, the score ``−(z − α m)/c`` (B and α m are the float
+        0 on a centred target: nothing to compute). The last few times' are kept (a step's end is the next step's
+        start; rk4's two middle stages share a time).
 
         A zero eigenvalue where σ_t = 0 (a rank-deficient target at its data end) makes c = 0: refused by name."""
         if t not in self._recent:
@@ -99,36 +111,59 @@ class GaussianProblem:
             self._recent[t] = self._coefficients(t)
         return self._recent[t]
 
-    def _coefficients(self, t: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _coefficients(self, t: float) -> tuple[Tensor, Tensor | float, Tensor, Tensor | float]:
         alpha, sigma, d_alpha, sigma_d_sigma = self.scalars(t)
         variance = marginal_variance(alpha, sigma, self.eigenvalues)
-        if self.zero_variances:
+        if sigma == 0.0 and (self.zero_variances or alpha == 0.0):  # c = α²λ + σ² can vanish only here (λ ≥ 0)
             refuse_singular(variance, self.eigenvalues, f"t = {t:g}, where the sampler evaluates the field",
                             self.zero_variances)
         gain = velocity_gain(alpha, d_alpha, sigma_d_sigma, self.eigenvalues, variance)
+        if self.centred:
+            return gain, 0.0, variance, 0.0
         return gain, (d_alpha - gain * alpha) * self.rotated_mean, variance, alpha * self.rotated_mean
+
+    def distinct(self) -> tuple[GaussianProblem, Tensor] | None:
+        r"""The problem on the distinct eigenvalues, with the eigen-mean set to 1, and the index of each direction's
+        eigenvalue among them; ``None`` where every eigenvalue is distinct.
+
+        A linear sampler's law in direction j depends on λ_j alone and, linearly, on m_j: :math:`P_j = p(\lambda_j)`,
+        :math:`W_j = w(\lambda_j)`, :math:`Q_j = q(\lambda_j)\,m_j` (every prediction is affine in (z, m) with
+        coefficients that are functions of λ). An image spectrum repeats its eigenvalues (ADSN's 196 608 are 65 511
+        distinct values, 131 072 of them 0), so the law is computed once per value (:func:`propagate_distinct`)."""
+        values, index = torch.unique(self.eigenvalues, return_inverse=True)
+        if values.numel() == self.dim:
+            return None
+        mean = torch.zeros_like(values) if self.centred else torch.ones_like(values)
+        return GaussianProblem(values, mean, self.schedule, self.zero_variances), index
 
 
 @dataclass(frozen=True)
 class AffineLaw:
-    """Per eigendirection, the state is ``P z₀ + Q + (independent Gaussian noise of variance W)``."""
+    """Per eigendirection, the state is ``P z₀ + Q + (independent Gaussian noise of variance W)``; Q and W may be the
+    float 0 (a centred target's offsets, a deterministic sampler's noise): :meth:`dense` makes them tensors."""
 
     P: Tensor
-    Q: Tensor
-    W: Tensor
+    Q: Tensor | float = 0.0
+    W: Tensor | float = 0.0
 
     @classmethod
     def identity(cls, dim: int) -> AffineLaw:
-        return cls(torch.ones(dim, dtype=F64), torch.zeros(dim, dtype=F64), torch.zeros(dim, dtype=F64))
+        return cls(torch.ones(dim, dtype=F64))
 
     def then(self, scale: Tensor | float, shift: Tensor | float = 0.0, noise_variance: Tensor | float = 0.0) -> AffineLaw:
-        """Apply ``z ↦ scale·z + shift + noise`` after this map (a zero shift or noise costs nothing)."""
-        offset, variance = scale * self.Q, scale**2 * self.W
+        """Apply ``z ↦ scale·z + shift + noise`` after this map (a zero offset, shift or noise costs nothing)."""
+        offset = self.Q if _is_zero(self.Q) else scale * self.Q
+        variance = self.W if _is_zero(self.W) else scale**2 * self.W
         return AffineLaw(scale * self.P, offset if _is_zero(shift) else offset + shift,
                          variance if _is_zero(noise_variance) else variance + noise_variance)
 
+    def dense(self) -> AffineLaw:
+        """The same law with Q and W as tensors."""
+        return AffineLaw(self.P, *(part if isinstance(part, Tensor) else torch.full_like(self.P, part)
+                                   for part in (self.Q, self.W)))
+
     def is_finite(self) -> bool:
-        return all(bool(torch.isfinite(part).all()) for part in (self.P, self.Q, self.W))
+        return all(bool(torch.isfinite(torch.as_tensor(part)).all()) for part in (self.P, self.Q, self.W))
 
 
 def _is_zero(value: Tensor | float) -> bool:
@@ -165,27 +200,44 @@ class StepLaw(LawRecursion):
     def step(self, problem: GaussianProblem, state: AffineLaw, t: float, t_next: float, request: LawRequest) -> AffineLaw:
         """One step s → t of the method, applied to ``state``."""
 
+    def evaluation_times(self, times: list[float]) -> list[float]:
+        """The times at which the steps over the grid ``times`` read the problem's coefficients (the grid's)."""
+        return times
+
     def propagate(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
         """Every step on each part of :data:`LAW_CHUNK` eigendirections in turn (they evolve independently: a part
         stays in cache for all its steps)."""
         times = request.grid.tolist()
+        problem.evaluate(self.evaluation_times(times))
         parts = []
         for start in range(0, problem.dim, LAW_CHUNK):
             part = problem.part(start, min(start + LAW_CHUNK, problem.dim))
             state = AffineLaw.identity(part.dim)
             for t, t_next in zip(times[:-1], times[1:], strict=True):
                 state = self.step(part, state, t, t_next, request)
-            parts.append(state)
+            parts.append(state.dense())
         if len(parts) == 1:
             return parts[0]
         return AffineLaw(*(torch.cat(pieces) for pieces in zip(*((p.P, p.Q, p.W) for p in parts), strict=True)))
 
 
-LAW_CHUNK = 32768
-"""Eigendirections per part in :meth:`StepLaw.propagate`: 256 KiB of float64 per vector, so a part's working vectors
-stay near the core for all its steps. Measured on this 2-core EPYC (rk4, 1000 steps, d = 196 608, zero mean, one
-thread): 2.2–3.0 s at 2¹⁵ against 3.0–3.3 s at 2¹³–2¹⁴, 2.4 s at 2¹⁶ and 7.7 s unchunked
-(``bench/suites/bench_exact_laws.py``)."""
+def propagate_distinct(recursion: LawRecursion, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
+    """``recursion``'s law, computed once per distinct eigenvalue (:meth:`GaussianProblem.distinct`) and spread to
+    the directions that share it: ``P = p[index]``, ``Q = q[index]·m``, ``W = w[index]``."""
+    distinct = problem.distinct()
+    if distinct is None:
+        return recursion.propagate(problem, request).dense()
+    reduced, index = distinct
+    law = recursion.propagate(reduced, request).dense()
+    offset = law.Q[index] * problem.rotated_mean if not problem.centred else torch.zeros_like(problem.eigenvalues)
+    return AffineLaw(law.P[index], offset, law.W[index])
+
+
+LAW_CHUNK = 65536
+"""Eigendirections per part in :meth:`StepLaw.propagate`: 512 KiB of float64 per vector, so a part's working vectors
+stay near the cores for all its steps, and each operation is split over two threads (torch's grain is 32 768
+elements). Measured on this 2-core EPYC (rk4, 1000 steps, ADSN's 65 511 distinct eigenvalues, 2 threads, 5 runs):
+0.49–0.66 s at 2¹⁶ against 0.96–1.15 s at 2¹⁵ (``bench/suites/bench_exact_laws.py``)."""
 
 
 @dataclass(frozen=True)
@@ -194,34 +246,60 @@ class TableauLaw(StepLaw):
 
     tableau: ButcherTableau
 
+    def evaluation_times(self, times):
+        return [self._stage_time(c_i, t, t_next) for t, t_next in zip(times[:-1], times[1:], strict=True)
+                for c_i in self.tableau.c]
+
+    @staticmethod
+    def _stage_time(c_i: float, t: float, t_next: float) -> float:
+        return t_next if c_i == 1.0 else t + c_i * (t_next - t)  # as integrate_explicit_rk places it
+
     def step(self, problem, state, t, t_next, request):
         h = t_next - t
         centred = problem.centred  # then every shift is 0 and the offsets need no work
         gains: list[Tensor] = []
         offsets: list[Tensor] = []
         for c_i, a_i in zip(self.tableau.c, self.tableau.a, strict=True):
-            stage_time = t_next if c_i == 1.0 else t + c_i * h  # as integrate_explicit_rk places it
-            gain, shift, _, _ = problem.coefficients(stage_time)
-            K = _weighted_sum(a_i, gains, h, 1.0)
-            gains.append(gain * K if isinstance(K, Tensor) or K != 1.0 else gain)
+            gain, shift, _, _ = problem.coefficients(self._stage_time(c_i, t, t_next))
+            gains.append(_times_one_plus(gain, _combination(a_i, gains), h))
             if not centred:
-                offsets.append(gain * _weighted_sum(a_i, offsets, h, 0.0) + shift)
-        scale = _weighted_sum(self.tableau.b, gains, h, 1.0)
-        return state.then(scale, 0.0 if centred else _weighted_sum(self.tableau.b, offsets, h, 0.0))
+                earlier = _combination(a_i, offsets)
+                offsets.append(shift if earlier is None else torch.addcmul(shift, gain, earlier[0], value=h * earlier[1]))
+        scale = _one_plus(_combination(self.tableau.b, gains), h)
+        if centred:
+            return state.then(scale)
+        shift = _combination(self.tableau.b, offsets)
+        return state.then(scale, 0.0 if shift is None else torch.mul(shift[0], h * shift[1]))
 
 
-def _weighted_sum(weights, terms: list[Tensor], h: float, constant: float) -> Tensor | float:
-    """``constant + h Σ_j weights_j terms_j`` over the nonzero weights (a tableau row is mostly zeros), one fused
-    multiply-add per term."""
-    total: Tensor | float = constant
-    for weight, term in zip(weights, terms, strict=False):
-        if weight == 0.0:
-            continue
-        if isinstance(total, Tensor):
-            total = torch.add(total, term, alpha=h * weight)
-        else:
-            total = torch.mul(term, h * weight).add_(total)
-    return total
+Combination = tuple[Tensor, float]
+r"""``(S, w)`` standing for :math:`wS`: a sum :math:`\sum_j w_jt_j` kept as its terms' scale and a factor."""
+
+
+def _combination(weights, terms: list[Tensor]) -> Combination | None:
+    r""":math:`\sum_j w_jt_j` over the nonzero weights (a tableau row is mostly zeros) as ``(S, w₀)`` with
+    :math:`S = t_0 + \sum_{j>0}(w_j/w_0)t_j`: one term costs nothing, each further one a fused multiply-add; ``None``
+    where every weight is 0."""
+    nonzero = [(weight, term) for weight, term in zip(weights, terms, strict=False) if weight != 0.0]
+    if not nonzero:
+        return None
+    (first_weight, first), rest = nonzero[0], nonzero[1:]
+    if not rest:
+        return first, first_weight
+    total = torch.add(first, rest[0][1], alpha=rest[0][0] / first_weight)
+    for weight, term in rest[1:]:
+        total.add_(term, alpha=weight / first_weight)
+    return total, first_weight
+
+
+def _times_one_plus(gain: Tensor, earlier: Combination | None, h: float) -> Tensor:
+    r""":math:`K_i = a_i(1 + h\sum_j a_{ij}K_j)` in one fused multiply-add (``None``: :math:`K_i = a_i`)."""
+    return gain if earlier is None else torch.addcmul(gain, gain, earlier[0], value=h * earlier[1])
+
+
+def _one_plus(increment: Combination | None, h: float) -> Tensor | float:
+    r""":math:`1 + h\sum_i b_iK_i`."""
+    return 1.0 if increment is None else torch.mul(increment[0], h * increment[1]).add_(1.0)
 
 
 class EulerMaruyamaLaw(StepLaw):

@@ -5,11 +5,27 @@ A new entry is one decorated class or function in its own module; nothing else n
 
 from __future__ import annotations
 
+import difflib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 Entry = TypeVar("Entry", bound=Callable)
+
+
+LISTED_NAMES = 15
+"""An unknown-name message lists the valid names when there are at most this many."""
+
+
+def unknown_name(kind: str, name: object, names: Iterable[str], where: str = "") -> str:
+    """``unknown <kind> <name>``, the closest valid names ("did you mean"), and the valid names — all of them when
+    there are few, else their count and ``where`` they are listed."""
+    names = sorted(names)
+    close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    if len(names) <= LISTED_NAMES or not where:
+        return f"unknown {kind} {name!r}{hint}; valid names: {names}"
+    return f"unknown {kind} {name!r}{hint}; {len(names)} {kind}s are registered: {where}"
 
 
 class Registry(dict):
@@ -37,7 +53,7 @@ class Registry(dict):
         if not isinstance(name, str):
             raise TypeError(f"a {self.kind} name must be a string, got {type(name).__name__} {name!r}")
         if name not in self:
-            raise KeyError(f"unknown {self.kind} {name!r}; valid names: {sorted(self)}")
+            raise KeyError(unknown_name(self.kind, name, self))
         return self[name]
 
     structural = ("self", "steps", "schedule", "t0", "t1")

@@ -37,6 +37,7 @@ __all__ = [
     "w2_sliced",
     "w2_floor",
     "strong_error",
+    "strong_error_standard_error",
     "gaussian_fit_w2",
     "spectral_fit_w2",
     "mode_tv",
@@ -297,17 +298,44 @@ def w2_floor(
 def strong_error(x: Tensor, x_ref: Tensor) -> float:
     r"""RMS distance :math:`\big(\frac1n\sum_i\|\hat x_i - x^*_i\|^2\big)^{1/2}` between a sampler's outputs and
     reference outputs from the **same** noise. It bounds W2 between their laws from above (the pairing is a
-    coupling) and has no sampling noise of its own beyond that of the n noises used. Cost :math:`O(nd)`. Computed on
-    the inputs and their difference scaled by powers of two, so it is finite for all finite inputs whose strong error
-    is representable (an ``OverflowError`` beyond)."""
+    coupling) and has no sampling noise of its own beyond that of the n noises used
+    (:func:`strong_error_standard_error`). Cost :math:`O(nd)`. Computed on the inputs and their difference scaled by
+    powers of two, so it is finite for all finite inputs whose strong error is representable (an ``OverflowError``
+    beyond)."""
+    squares, exponent = _scaled_squared_distances(x, x_ref)
+    return _unscaled(math.sqrt(float(squares.mean())), exponent, "the strong error")
+
+
+def strong_error_standard_error(x: Tensor, x_ref: Tensor) -> float:
+    r"""The Monte-Carlo standard error of :func:`strong_error` over its n noises. With
+    :math:`e_i = \|\hat x_i - x^*_i\|^2`, their mean :math:`\bar e` and sample standard deviation :math:`s_e`, the
+    strong error is :math:`\sqrt{\bar e}` and, by the delta method,
+
+    .. math:: \operatorname{SE}\big(\sqrt{\bar e}\big) \approx \frac{s_e}{2\sqrt{\bar e}\,\sqrt n}
+
+    (0 where every distance is 0; ``nan`` for n = 1). What another draw of n noises would move the figure by: two
+    samplers whose strong errors differ by less than about twice their combined SE are not ranked by it."""
+    squares, exponent = _scaled_squared_distances(x, x_ref)
+    n = squares.numel()
+    if n < 2:
+        return math.nan
+    mean = float(squares.mean())
+    if mean == 0.0:
+        return 0.0
+    return _unscaled(float(squares.std()) / (2.0 * math.sqrt(mean) * math.sqrt(n)), exponent,
+                     "the strong error's standard error")
+
+
+def _scaled_squared_distances(x: Tensor, x_ref: Tensor) -> tuple[Tensor, int]:
+    r"""``(e, k)`` with :math:`\|\hat x_i - x^*_i\|^2 = e_i 4^k`: the inputs scaled to [½, 1), then their difference,
+    by exact powers of two, so no square over- or underflows."""
     _check_pair(x, x_ref, same_size=True, names=("x", "x_ref"))
     x, x_ref = x.detach().double(), x_ref.detach().to(device=x.device).double()
-    # Scaled by powers of two (exactly): the inputs to [½, 1), then their difference, so no square over- or underflows.
     inputs = _binary_exponent(_largest(x, x_ref))
     difference = _times_power_of_two(x, -inputs) - _times_power_of_two(x_ref, -inputs)
     differences = _binary_exponent(_largest(difference))
     difference = _times_power_of_two(difference, -differences)
-    return _unscaled(math.sqrt(float((difference**2).sum(dim=1).mean())), inputs + differences, "the strong error")
+    return (difference**2).sum(dim=1), inputs + differences
 
 
 def _check_sample_of(x: Tensor, target, estimate: str) -> None:

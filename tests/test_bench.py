@@ -4,7 +4,7 @@ import math
 
 import pandas as pd
 import pytest
-from fmbench.analysis import asymptotic_orders, best_at_budget, learned_crossover, pareto_front
+from fmbench.analysis import asymptotic_orders, learned_crossover, pareto_front
 from fmbench.cells import CellSpec, run_cell
 from fmbench.report import write_report
 from fmbench.store import load_rows
@@ -89,11 +89,8 @@ def test_orders_are_fitted_on_the_asymptotic_range_only():
     assert math.isnan(asymptotic_orders(_rows("euler", [4, 8, 16], [1.0, 0.9, 0.2])).iloc[0]["fitted order"])
 
 
-def test_best_at_budget_and_learned_crossover():
+def test_learned_crossover_and_pareto_front():
     rows = pd.concat([_rows("euler", [8, 16, 32], [0.1, 0.05, 0.025]), _rows("rk4", [2, 4, 8], [1e-2, 1e-3, 1e-4])])
-    summary = best_at_budget(rows, budgets=(8, 16)).set_index("NFE ≤")
-    assert summary.loc[8, "best"] == "rk4" and summary.loc[8, "× better than euler"] == pytest.approx(10.0)
-    assert summary.loc[16, "best"] == "rk4" and summary.loc[16, "runner-up"] == "euler"
     learned = _rows("rk4", [2, 4, 8], [2e-2, 5e-3, 5e-3]).assign(field="learned:cfm")
     crossover = learned_crossover(pd.concat([rows, learned])).iloc[0]
     assert crossover["model error floor"] == pytest.approx(5e-3) and crossover["model error dominates from NFE"] == 16
@@ -150,3 +147,15 @@ def test_grid_parameters_are_checked_before_the_sweep_runs(solver, message):
               "solver": [solver]}
     with pytest.raises(SweepError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         check_cells(expand(config))
+
+
+def test_a_method_has_one_colour_in_every_figure_whatever_else_is_present():
+    """Colours come from the method registry, not from the labels a run happens to have; variants are shades."""
+    from fmbench.figures import method_colour, palette
+
+    alone, crowded = palette(["rk4"]), palette(["euler", "heun", "rk4", "rk4 (learned:cfm)", "ddim"])
+    assert alone["rk4"] == crowded["rk4"] == method_colour("rk4")
+    assert crowded["rk4 (learned:cfm)"] != crowded["rk4"]
+    many = palette(["euler", "midpoint", "heun", "rk4", "rk38", "ddim", "dpmpp_2m", "unipc", "edm_heun",
+                    "euler_ancestral", "dpmpp_2m_sde", "dopri5"])
+    assert len(set(many.values())) == len(many)  # no two methods share a colour

@@ -180,7 +180,7 @@ def test_a_row_records_the_parameters_it_ran_with(tmp_path):
 
 
 BAD_SWEEPS = {
-    "unknown method": ('method = ["rk5"]\nsteps = [4]', "unknown method 'rk5'; valid names"),
+    "unknown method": ('method = ["rk5"]\nsteps = [4]', "unknown method 'rk5' (did you mean 'rk4'?); "),
     "string steps": ('method = ["euler"]\nsteps = ["4"]', "steps must be an integer ≥ 1"),
     "zero steps": ('method = ["euler"]\nsteps = [0]', "steps must be an integer ≥ 1"),
     "steps on adaptive": ('method = ["dopri5"]\nsteps = [4]', "steps do not apply to adaptive method 'dopri5'"),

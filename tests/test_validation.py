@@ -83,3 +83,13 @@ def test_per_point_time_must_match_n():
 def test_bad_sample_size():
     with pytest.raises(ValueError, match="n must be"):
         get_target("seed000").sample(-1)
+
+
+def test_an_unknown_name_suggests_the_closest_valid_ones():
+    from fmcore import get_schedule
+    from fmcore.solvers import get_method
+
+    with pytest.raises(KeyError, match=r"unknown schedule 'cosin' \(did you mean 'cosine'\?\); valid names: \["):
+        get_schedule("cosin")
+    with pytest.raises(KeyError, match=r"did you mean 'dpmpp_2m' or 'dpmpp_2m_sde'\?\); \d+ methods are registered"):
+        get_method("dpmpp2m")

@@ -24,7 +24,6 @@ import pandas as pd
 from fmcore.solvers import TABLEAUS
 
 GROUP = ["target", "schedule", "dtype", "device", "field"]
-BUDGETS = (8, 16, 32, 64, 128)
 STABLE_WITHIN = 0.2
 """Successive local orders that differ by at most this are in the asymptotic range."""
 ROUND_OFF = {"float32": 100 * 1.19e-7, "float64": 100 * 2.22e-16}
@@ -74,32 +73,6 @@ def _ok(rows: pd.DataFrame) -> pd.DataFrame:
     ok["label"] = labels(ok)
     ok["error"], ok["metric"] = exact_error(ok)
     return ok.dropna(subset=["error"])
-
-
-def best_at_budget(rows: pd.DataFrame, budgets=BUDGETS) -> pd.DataFrame:
-    """For each target/schedule (analytic field, float64, CPU) and NFE budget: the best label within the budget by
-    the exact metric, its error, and the factors by which it beats the best Euler and the runner-up."""
-    ok = _ok(rows)
-    if ok.empty:
-        return pd.DataFrame()
-    ok = ok[(ok["field"] == "analytic") & (ok["dtype"] == "float64") & (ok["device"] == "cpu")]
-    records = []
-    for (target, schedule), group in ok.groupby(["target", "schedule"], sort=True):
-        metric = "w2_exact_law" if (group["metric"] == "w2_exact_law").any() else "strong_error"
-        group = group[group["metric"] == metric]
-        for budget in budgets:
-            within = group[group["nfe"] <= budget]
-            if within.empty:
-                continue
-            best = within.groupby("label")["error"].min().sort_values()
-            euler = best.get("euler", math.nan)
-            record = {"target": target, "schedule": schedule, "NFE ≤": budget, "metric": metric, "best": best.index[0],
-                      "error": best.iloc[0], "× better than euler": euler / best.iloc[0] if best.iloc[0] > 0 else math.nan}
-            if len(best) > 1:
-                record.update({"runner-up": best.index[1],
-                               "× better than runner-up": best.iloc[1] / best.iloc[0] if best.iloc[0] > 0 else math.nan})
-            records.append(record)
-    return pd.DataFrame(records)
 
 
 def asymptotic_orders(rows: pd.DataFrame) -> pd.DataFrame:

@@ -4,8 +4,9 @@ A cell builds its target, schedule and field, draws its noise (CPU float64, seed
 noise on every device and dtype), runs the sampler with device-synchronised timing, and scores the output
 against the truth:
 
-* Gaussian targets: ``strong_error`` against the exact flow map of the same noise from t = 0 (ODE methods), and the
-  Bures W2 between the sample's moments and the exact ones (``gaussian_fit_w2``) for every method;
+* Gaussian targets: ``strong_error`` against the exact flow map of the same noise from t = 0 (ODE methods), with
+  ``strong_error_se``, its Monte-Carlo standard error over the cell's n noises (on mixtures too), and the Bures W2
+  between the sample's moments and the exact ones (``gaussian_fit_w2``) for every method;
 * Gaussian targets, analytic field, every method with an exact law (``fmcore.exact``: all tableaus,
   Euler–Maruyama, seed 000's sampler): ``w2_exact_law``, the exact W2 of the sampler's output law to the target,
   with no sampling noise; for ODE methods ``strong_error_exact``, the exact expected strong error. A grid that
@@ -56,7 +57,15 @@ from fmbench.timing import synchronize
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.exact import exact_output_law, has_exact_law
 from fmcore.grids import get_grid
-from fmcore.metrics import gaussian_fit_w2, mode_tv, spectral_fit_w2, strong_error, w2_floor, w2_sliced
+from fmcore.metrics import (
+    gaussian_fit_w2,
+    mode_tv,
+    spectral_fit_w2,
+    strong_error,
+    strong_error_standard_error,
+    w2_floor,
+    w2_sliced,
+)
 from fmcore.models import train_model
 from fmcore.solvers import get_diffusion, get_method, sample
 
@@ -313,6 +322,7 @@ def _score(spec: CellSpec, target, schedule, noise: torch.Tensor, x: torch.Tenso
                 json.dumps(spec.schedule_params, sort_keys=True), spec.seed, spec.n, spec.device,
             )
         scores["strong_error"] = strong_error(x, reference)
+        scores["strong_error_se"] = strong_error_standard_error(x, reference)  # over the cell's n noises
         if target.num_components == 1 and t1 < 1:  # an early stop: also against the path at t1
             scores["strong_error_marginal"] = strong_error(x, target.flow_map(noise, schedule, t1=t1))
     if target.num_components > 1:

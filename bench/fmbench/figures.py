@@ -1,14 +1,16 @@
 """The report's figures, drawn with one fixed style for the whole report.
 
-* one colour per method (with its diffusion and field), assigned in a canonical order — registered methods first,
-  in registry order — over the labels of the run, from qualitative palettes with no two near-identical colours;
+* one colour per method, fixed by its place in the method registry (:func:`method_colour`), so a method has the same
+  colour in every figure of every report; its variants (diffusion, field) are shades of it;
 * one marker per time grid (so ``karras`` and ``logsnr`` stay apart where their curves overlap), one line style per
   dtype, panels in sorted order: the same rows always give the same figure.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import zlib
 from pathlib import Path
 
 import matplotlib
@@ -20,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from fmbench.analysis import exact_error, labels, pareto_front, performance_rows  # noqa: E402
 from fmbench.files import atomic_writer  # noqa: E402
@@ -36,15 +39,35 @@ def colour_key(frame: pd.DataFrame) -> pd.Series:
     return pd.Series([lab.replace(f"[{g}]", "") for lab, g in zip(label, grid, strict=True)], index=frame.index)
 
 
-def palette(keys) -> dict[str, tuple]:
-    """A colour per key: registered methods in registry order first, then the rest sorted."""
+COLOURS = (sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8) + sns.color_palette("Set1", 9)
+           + sns.color_palette("tab20b", 20)[::2] + sns.color_palette("tab20c", 20)[::4])
+"""The qualitative colours a method's colour is taken from, by its position in the method registry."""
+SHADES = (0.0, -0.35, 0.45, -0.6, 0.7)
+"""How variants of one method (its diffusions, fields, learned models) are told apart: mixed towards black (< 0) or
+white (> 0) by this much, in the variants' sorted order."""
+
+
+def method_colour(method: str) -> tuple:
+    """A method's own colour, the same in every figure of every report: taken from :data:`COLOURS` by its place in
+    the registry (built-in methods register in a fixed order; a plugin's come after them), or by a stable hash of the
+    name for one that is not registered here."""
     order = list(METHODS)
-    ranked = sorted(set(keys), key=lambda k: (order.index(k.split("[")[0].split(" ")[0]) if k.split("[")[0].split(" ")[0] in order
-                                             else len(order), k))
-    colours = sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8)
-    if len(ranked) > len(colours):
-        colours += sns.color_palette("husl", len(ranked) - len(colours))
-    return dict(zip(ranked, colours, strict=False))
+    index = order.index(method) if method in order else len(order) + zlib.crc32(method.encode()) % len(COLOURS)
+    return tuple(COLOURS[index % len(COLOURS)])
+
+
+def palette(keys) -> dict[str, tuple]:
+    """A colour per key: its method's :func:`method_colour`, shaded per variant of that method (:data:`SHADES`)."""
+    variants: dict[str, list[str]] = {}
+    for key in sorted(set(keys)):
+        variants.setdefault(key.split("[")[0].split(" ")[0], []).append(key)
+    colours = {}
+    for method, keys_of_method in variants.items():
+        base = np.array(method_colour(method))
+        for shade, key in zip(itertools.cycle(SHADES), keys_of_method):
+            towards = np.zeros(3) if shade < 0 else np.ones(3)
+            colours[key] = tuple((1 - abs(shade)) * base + abs(shade) * towards)
+    return colours
 
 
 def _facets(frame: pd.DataFrame):
@@ -116,16 +139,23 @@ def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
         return None
     colours = palette(orders["method"])
     figure, axes, targets, schedules = _facets(orders)
+    local_orders = [float(p) for text in orders["local orders"] for p in text.split() if math.isfinite(float(p))]
+    top = max([6.0, *(p + 0.5 for p in local_orders)])  # every local order on the axis, however far off
     for i, target in enumerate(targets):
         for j, schedule in enumerate(schedules):
             axis = axes[i][j]
             panel = orders[(orders["target"] == target) & (orders["schedule"] == schedule)]
+            drawn_steps = set()
             for _, row in panel.sort_values(["method", "dtype"]).iterrows():
                 steps = [float(s) for s in row["steps"].split()]
                 local = [float(p) for p in row["local orders"].split()]
                 axis.plot(steps[1:], local, color=colours[row["method"]], ls=DASHES.get(row["dtype"], ":"), marker="o", ms=3)
                 axis.axhline(row["tableau order"], color=colours[row["method"]], ls=":", lw=0.8)
-            axis.set(xscale="log", title=f"{target} / {schedule}", xlabel="steps N", ylabel="local order", ylim=(-0.5, 6))
+                drawn_steps.update(steps[1:])
+            axis.set(xscale="log", title=f"{target} / {schedule}", xlabel="steps N (order from the previous N)",
+                     ylabel="local order", ylim=(-0.5, top))
+            axis.set_xticks(sorted(drawn_steps), [f"{s:g}" for s in sorted(drawn_steps)])  # the step counts, plainly
+            axis.xaxis.set_minor_locator(ticker.NullLocator())
     _legend(figure, colours, [], sorted(orders["dtype"].unique()))
     return _save(figure, path)
 

@@ -1,6 +1,7 @@
 """The report of a run: ``<run>/report.md``, its figures, and ``cells.csv`` (every row) beside it.
 
-Sections, in the order a reader asks: which method wins at each NFE budget (by the exact metric), the convergence
+Sections, in the order a reader asks: which method wins at each NFE the sweep ran, and how sure
+(:mod:`fmbench.ranking`), the convergence
 orders fitted on the asymptotic range only, what a clipped start costs, where a learned model's error takes over,
 the figures (error vs NFE, sampled metrics with their floors as bands, local orders, the error–time Pareto front,
 samples along the path), then timing as ratios measured in the same run, and failures. The analysis is in
@@ -17,7 +18,6 @@ import pandas as pd
 from fmbench import figures
 from fmbench.analysis import (
     asymptotic_orders,
-    best_at_budget,
     execution_speedups,
     labels,
     learned_crossover,
@@ -26,6 +26,7 @@ from fmbench.analysis import (
     time_ratios,
 )
 from fmbench.files import atomic_writer, write_text
+from fmbench.ranking import USEFUL_FRACTION, answers_at_nfe, method_caveats
 from fmbench.store import export_parquet, load_rows
 
 __all__ = ["write_report"]
@@ -134,6 +135,33 @@ def _performance_section(rows: pd.DataFrame, environment: dict, out: Path) -> li
     return lines
 
 
+def _answers_section(rows: pd.DataFrame) -> list[str]:
+    """The summary: every method ranked at each NFE the sweep ran, per target and schedule (:mod:`fmbench.ranking`)."""
+    answers, unranked = answers_at_nfe(rows)
+    lines = ["## Which sampler at each NFE, and how sure", "",
+             "Analytic fields, float64, CPU: the error is discretisation alone. Per target and schedule, at each NFE a "
+             "method ran: the best method and the next two **at that NFE** (`#2 ×`: how many times larger their error "
+             "is). A method whose stages put it at other NFEs enters with its error interpolated on log–log axes "
+             "between the two NFEs it ran (`≈ between NFE a and b`). Ranked on `w2_exact_law` (the exact W2 of the "
+             "sampler's output law: no sampling noise, no ±) where methods have an exact law, and the others on "
+             "`strong_error` (against the exact map from the same noise: ± 1.96 standard errors over its n noises), "
+             "stochastic ones without an exact law on a sample-based W2 (± its floor); over several seeds the mean "
+             "± a 95 % t-interval. A lead within the combined ± is a **tie**; `no method useful` marks an NFE where "
+             f"even the best error exceeds {USEFUL_FRACTION:.0%} of the target's scale √tr Σ.", ""]
+    if answers.empty:
+        return lines + ["No analytic float64 CPU cells with an error metric: nothing to rank.", ""]
+    for (target, schedule), table in answers.groupby(["target", "schedule"], sort=False):
+        lines += [f"### {target} on {schedule}", "",
+                  markdown_table(table.drop(columns=["target", "schedule"]).dropna(axis=1, how="all")), ""]
+    if len(unranked):
+        lines += ["Not ranked (no metric shared with the others):", "", markdown_table(unranked), ""]
+    ranked = answers[[c for c in answers.columns if c == "best" or (c.startswith("#") and c[1:].isdigit())]]
+    caveats = method_caveats(sorted(set(ranked.stack().dropna())))
+    if caveats:
+        lines += ["Caveats declared by the methods ranked here:", "", *[f"- {caveat}" for caveat in caveats], ""]
+    return lines
+
+
 def write_report(run: str | Path, histograms: bool = True, to: str | Path | None = None) -> Path:
     """Write ``report.md``, its figures and ``cells.csv`` from the rows of the run in ``run``, into ``to`` (default: the
     run directory, where the ``rows.parquet`` export is refreshed too). Every file is written atomically and never
@@ -159,11 +187,7 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
              f"{len(rows)} cells: {len(ok)} ok, {len(failed)} failed, {len(skipped)} skipped. Every cell's row is in "
              "[`cells.csv`](cells.csv).", ""]
 
-    lines += ["## Summary: the best method at each NFE budget", "",
-              "By the exact metric — the W2 of the sampler's exact output law (Gaussian targets) or the strong error "
-              "against a float64 reference from the same noise (mixtures): neither has sampling noise. Analytic fields, "
-              "float64. `× better` compares the best cell within the budget with the best Euler cell and with the best "
-              "cell of the runner-up.", "", markdown_table(best_at_budget(rows)), ""]
+    lines += _answers_section(rows)
 
     orders = asymptotic_orders(rows)
     lines += ["## Convergence orders, fitted on the asymptotic range", "",
@@ -211,6 +235,7 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
 
     ratios = time_ratios(rows)
     load = environment.get("load_average")
+    load = ", ".join(f"{value:.2f}" for value in load) + " (1, 5, 15 min)" if load else "not recorded"
     lines += ["## Timing", "",
               f"Load average when the run started: {load} on {environment.get('cpu_count')} CPUs. Times are single runs "
               "unless the cell asked for timed repeats; they are shown as time per NFE relative to Euler on the same "

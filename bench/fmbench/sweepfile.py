@@ -53,6 +53,7 @@ from pathlib import Path
 from fmbench.cells import AUTOCAST, DTYPES, CellSpec
 from fmbench.execution import EXECUTIONS
 from fmbench.plugins import PluginError, import_plugins
+from fmcore._registry import unknown_name
 from fmcore.grids import GRIDS, get_grid
 from fmcore.models import OBJECTIVES
 from fmcore.schedules import SCHEDULES
@@ -176,11 +177,11 @@ def _problems(cell: CellSpec) -> list[str]:
     for axis, registry in (("target", TARGETS), ("schedule", SCHEDULES), ("grid", GRIDS)):
         name = getattr(cell, axis)
         if not isinstance(name, str) or name not in registry:
-            problems.append(f"unknown {axis} {name!r}; valid names: {sorted(registry)}")
+            problems.append(unknown_name(axis, name, registry))
     try:
         method = get_method(cell.method)  # also makes a tableau registered by a plugin a method
     except (KeyError, TypeError):
-        problems.append(f"unknown method {cell.method!r}; valid names: {sorted(METHODS)}")
+        problems.append(unknown_name("method", cell.method, METHODS, "`fmbench list` shows each with what it takes"))
         method = None
     if cell.field != "analytic" and cell.learned_objective() not in OBJECTIVES:
         problems.append(f"field must be 'analytic' or 'learned:<objective>' with objective in {list(OBJECTIVES)}, "

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .._registry import unknown_name
 from .counting import CountingField
 from .diffusions import Diffusion
 from .tableaus import TABLEAUS
@@ -62,7 +63,12 @@ class Method:
     the field's ``.schedule``; ``options``: its own options and their defaults (e.g. DDIM's ``eta``);
     ``start``: where a default grid starts on a schedule (None: t = 0); ``order``: its order of convergence, for
     listings; ``family``: a word for listings, never branched on; ``exact_law``: how its exact output law on a Gaussian
-    target is computed (a :class:`~fmcore.solvers.laws.LawRecursion`), None when it has none (adaptive methods, peers).
+    target is computed (a :class:`~fmcore.solvers.laws.LawRecursion`), None when it has none (adaptive methods, peers);
+    ``affine``: the method combines x, the field's predictions and Gaussian increments linearly, with coefficients
+    that do not depend on x, and computes in the state's dtype (a user's multistep or exponential integrator, say):
+    with no ``exact_law`` of its own its law is read off its own float64 run by probing
+    (:data:`~fmcore.solvers.laws.PROBED`), which refuses a method that is not; ``caveat``: what a reader of its
+    results must know (a superconvergence, a known bias), stated beside its rows in reports.
     """
 
     name: str
@@ -79,8 +85,14 @@ class Method:
     order: int | None = None
     family: str = ""
     exact_law: LawRecursion | None = None
+    affine: bool = False
+    caveat: str = ""
 
     def __post_init__(self):
+        if self.affine and self.exact_law is None:
+            from .laws import PROBED  # the laws build on the method registry
+
+            object.__setattr__(self, "exact_law", PROBED)
         if self.stepping not in STEPPING:
             raise ValueError(f"method {self.name!r}: stepping must be one of {STEPPING}, got {self.stepping!r}")
         if (self.stepping == "adaptive") != (self.tolerances is not None):
@@ -107,6 +119,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
+METHOD_LISTING = "sorted(fmcore.solvers.METHODS), or `fmbench list` with what each takes"
 
 
 def register_method(method: Method) -> Method:
@@ -126,5 +139,5 @@ def get_method(name: str) -> Method:
 
         register_tableau_method(TABLEAUS[name])
     if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; valid names: {sorted(METHODS)}")
+        raise KeyError(unknown_name("method", name, METHODS, METHOD_LISTING))
     return METHODS[name]

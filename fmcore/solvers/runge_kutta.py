@@ -102,7 +102,7 @@ def register_tableau_method(tableau: ButcherTableau) -> Method:
     """A Butcher tableau is a fixed-step method of the same name (``stages`` NFE per step)."""
     integrate = lambda r: integrate_explicit_rk(r.field, r.x0, r.grid, tableau, r.return_trajectory)  # noqa: E731
     return register_method(Method(tableau.name, integrate, stages=tableau.stages, order=tableau.order,
-                                  family="explicit Runge–Kutta", exact_law=TableauLaw(tableau)))
+                                  family="explicit Runge–Kutta", exact_law=TableauLaw(tableau), caveat=tableau.caveat))
 
 
 for _tableau in TABLEAUS.values():

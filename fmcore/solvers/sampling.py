@@ -44,7 +44,15 @@ from .._checks import (
     check_samples,
 )
 from ..grids import check_grid, get_grid
-from . import adaptive, diffusion_samplers, runge_kutta, sde  # noqa: F401 — each registers its methods
+
+# Each module registers its methods, and registration order is the order methods are listed in and take their
+# colours in figures (fmbench.figures.method_colour): the classical ones first.
+# isort: off
+from . import runge_kutta  # noqa: F401
+from . import sde  # noqa: F401
+from . import diffusion_samplers  # noqa: F401
+from . import adaptive  # noqa: F401
+# isort: on
 from .counting import CountingField
 from .diffusions import Diffusion
 from .likelihood import AugmentedDynamics, gaussian_prior_log_prob

@@ -22,6 +22,8 @@ class ButcherTableau:
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
+    caveat: str = ""
+    """What a reader of its results must know, shown beside its rows (``Method.caveat``)."""
 
     def __post_init__(self):
         stages = len(self.b)
@@ -59,7 +61,10 @@ def register_tableau(tableau: ButcherTableau) -> ButcherTableau:
 
 
 register_tableau(ButcherTableau("euler", 1, c=_floats(0), a=((),), b=_floats(1)))
-register_tableau(ButcherTableau("midpoint", 2, c=_floats(0, "1/2"), a=((), _floats("1/2")), b=_floats(0, 1)))
+register_tableau(ButcherTableau(
+    "midpoint", 2, c=_floats(0, "1/2"), a=((), _floats("1/2")), b=_floats(0, 1),
+    caveat="third order, not second, on Gaussian targets when α and σ are affine in t (cond_ot, linear_vp): there its "
+           "global h² error coefficient integrates to zero (tests/test_solvers.py); second order elsewhere"))
 register_tableau(ButcherTableau("heun", 2, c=_floats(0, 1), a=((), _floats(1)), b=_floats("1/2", "1/2")))
 register_tableau(
     ButcherTableau(

@@ -77,7 +77,7 @@ def _rows(method: str, steps: list[int], errors: list[float], dtype: str = "floa
 
 def test_orders_are_fitted_on_the_asymptotic_range_only():
     orders = asymptotic_orders(_rows("heun", [8, 16, 32], [1.0, 0.25, 0.0625]))
-    assert orders["fitted order"].iloc[0] == pytest.approx(2.0) and orders["tableau order"].iloc[0] == 2
+    assert orders["fitted order"].iloc[0] == pytest.approx(2.0) and orders["declared order"].iloc[0] == 2
     assert orders["flags"].iloc[0] == "-"
     # Pre-asymptotic at few steps, then settled at 4: the fit uses the settled local orders only.
     errors = [1.0, 0.6, 0.6 / 16, 0.6 / 256, 0.6 / 4096]
@@ -159,3 +159,25 @@ def test_a_method_has_one_colour_in_every_figure_whatever_else_is_present():
     many = palette(["euler", "midpoint", "heun", "rk4", "rk38", "ddim", "dpmpp_2m", "unipc", "edm_heun",
                     "euler_ancestral", "dpmpp_2m_sde", "dopri5"])
     assert len(set(many.values())) == len(many)  # no two methods share a colour
+
+
+def test_the_orders_table_covers_every_method_with_a_declared_order_and_flags_disagreement():
+    """ddim (declared 1, not a tableau) is fitted; heun fitted at 1.0 against its declared 2 is flagged."""
+    rows = pd.concat([
+        _rows("euler", [8, 16, 32], [0.1, 0.05, 0.025]).assign(method="ddim"),
+        _rows("euler", [8, 16, 32], [0.1, 0.05, 0.025]).assign(method="heun"),
+        _rows("euler", [8, 16], [0.1, 0.05]),  # two step counts: one local order, nothing to fit
+    ])
+    orders = asymptotic_orders(rows).set_index("method")
+    assert orders.loc["ddim", "declared order"] == 1 and orders.loc["ddim", "fitted order"] == pytest.approx(1.0)
+    assert orders.loc["ddim", "flags"] == "-"
+    assert "fitted 1.00 ≠ declared 2" in orders.loc["heun", "flags"] and "euler" not in orders.index
+
+
+def test_a_report_draws_seed000_figures_only_for_sweeps_that_hold_it(tmp_path):
+    cells = [CellSpec(target="gaussian", target_params={"d": 2}, schedule="cosine", method=m, steps=s, n=64)
+             for m in ("euler", "heun") for s in (4, 8, 16)]
+    run_sweep(cells, tmp_path, progress=False, cache_dir=tmp_path / "cache")
+    report = write_report(tmp_path).read_text()
+    assert "seed000_histograms" not in report and not (tmp_path / "seed000_histograms.png").exists()
+    assert "## Mixtures" not in report and "## Which sampler at each NFE" in report

@@ -141,6 +141,7 @@ def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
     figure, axes, targets, schedules = _facets(orders)
     local_orders = [float(p) for text in orders["local orders"] for p in text.split() if math.isfinite(float(p))]
     top = max([6.0, *(p + 0.5 for p in local_orders)])  # every local order on the axis, however far off
+    bottom = min([-0.5, *(p - 0.5 for p in local_orders)])
     for i, target in enumerate(targets):
         for j, schedule in enumerate(schedules):
             axis = axes[i][j]
@@ -150,10 +151,10 @@ def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
                 steps = [float(s) for s in row["steps"].split()]
                 local = [float(p) for p in row["local orders"].split()]
                 axis.plot(steps[1:], local, color=colours[row["method"]], ls=DASHES.get(row["dtype"], ":"), marker="o", ms=3)
-                axis.axhline(row["tableau order"], color=colours[row["method"]], ls=":", lw=0.8)
+                axis.axhline(row["declared order"], color=colours[row["method"]], ls=":", lw=0.8)
                 drawn_steps.update(steps[1:])
             axis.set(xscale="log", title=f"{target} / {schedule}", xlabel="steps N (order from the previous N)",
-                     ylabel="local order", ylim=(-0.5, top))
+                     ylabel="local order", ylim=(bottom, top))
             axis.set_xticks(sorted(drawn_steps), [f"{s:g}" for s in sorted(drawn_steps)])  # the step counts, plainly
             axis.xaxis.set_minor_locator(ticker.NullLocator())
     _legend(figure, colours, [], sorted(orders["dtype"].unique()))

@@ -85,6 +85,22 @@ def _exact_vs_sampled(ok: pd.DataFrame) -> pd.DataFrame:
     return rows[keep].sort_values(["target", "schedule", "label", "steps"])
 
 
+def _mixture_distances(ok: pd.DataFrame) -> pd.DataFrame:
+    """Mixture cells (analytic, float64): the sample-based distances to the target beside their floors, and whether
+    the sample is told apart from exact samples at all (a distance above its floor)."""
+    if "w2_sliced" not in ok:
+        return pd.DataFrame()
+    rows = ok[ok["w2_sliced"].notna() & (ok["dtype"] == "float64") & (ok["field"] == "analytic")].copy()
+    if rows.empty:
+        return pd.DataFrame()
+    rows["distinguishable"] = [
+        ", ".join(name for name in ("w2_sliced", "mode_tv") if row.get(name, 0) > row.get(f"{name}_floor", float("inf")))
+        or "no: at the floor" for _, row in rows.iterrows()]
+    keep = [c for c in ["target", "schedule", "label", "nfe", "w2_sliced", "w2_sliced_floor", "mode_tv", "mode_tv_floor",
+                        "distinguishable"] if c in rows]
+    return rows[keep].sort_values(["target", "schedule", "label", "nfe"])
+
+
 def _learned_field(rows: pd.DataFrame, run: Path):
     """The run's learned seed000/cond_ot model from its cache, for the histograms (None if the run had none, or its
     cache is gone: a report never trains)."""
@@ -217,6 +233,14 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
                   "for image-dimension targets): below the floor the sample-based figure cannot see discretisation.",
                   "", markdown_table(exact_sampled), ""]
 
+    mixtures = _mixture_distances(ok)
+    if len(mixtures):
+        lines += ["## Mixtures: distribution distances against their floors", "",
+                  "`w2_sliced` (sliced W2 to a target sample of the same size) and `mode_tv` (total variation of the "
+                  "modes' occupancy) beside their floors — the same metric between two exact samples of that size, "
+                  "mean of 3: below the floor a metric cannot see discretisation. `distinguishable` names the metrics "
+                  "that tell the sampler's output from exact samples.", "", markdown_table(mixtures), ""]
+
     crossover = learned_crossover(rows)
     lines += ["## Learned vs analytic fields", "",
               "The learned model's error floor (its strong error against the exact reference at its largest NFE) and the "
@@ -229,7 +253,7 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
         figures.order_plot(orders, out / "local_orders.png"),
         figures.pareto_plot(rows, out / "pareto_front.png"),
     ]
-    if histograms and len(ok):
+    if histograms and len(ok) and (ok["target"] == "seed000").any():  # seed 000's figure, for sweeps that hold it
         figure_paths.append(figures.intermediate_histograms(out / "seed000_histograms.png", _learned_field(rows, run)))
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figure_paths if p is not None] + [""]
 

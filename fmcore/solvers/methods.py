@@ -119,7 +119,6 @@ class Method:
 
 
 METHODS: dict[str, Method] = {}
-METHOD_LISTING = "sorted(fmcore.solvers.METHODS), or `fmbench list` with what each takes"
 
 
 def register_method(method: Method) -> Method:
@@ -139,5 +138,5 @@ def get_method(name: str) -> Method:
 
         register_tableau_method(TABLEAUS[name])
     if name not in METHODS:
-        raise KeyError(unknown_name("method", name, METHODS, METHOD_LISTING))
+        raise KeyError(unknown_name("method", name, METHODS))
     return METHODS[name]

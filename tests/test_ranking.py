@@ -130,3 +130,11 @@ def test_a_users_affine_method_gets_its_exact_law_by_probing_and_is_ranked(tmp_p
     summary = report.split("## Which sampler at each NFE")[1].split("\n## ")[0]
     assert name in summary and "w2_exact_law" in summary
 
+
+
+def test_a_methods_own_options_make_it_another_entry():
+    """ddim with η = 1 is not ddim (η = 0): two entries, not two 'seeds' of one."""
+    rows = pd.concat([_rows("euler", [16], "w2_exact_law", [0.05]).assign(method="ddim", method_params='{"eta": 1.0}'),
+                      _rows("euler", [16], "w2_exact_law", [0.02]).assign(method="ddim", method_params="{}")])
+    answer = _answer(answers_at_nfe(rows)[0], 16)
+    assert (answer["best"], answer["#2"]) == ("ddim", "ddim(eta=1.0)") and float(answer["#2 ×"]) == pytest.approx(2.5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,11 @@ ROUND_OFF = {"float32": 100 * 1.19e-7, "float64": 100 * 2.22e-16}
 
 
 def labels(frame: pd.DataFrame) -> pd.Series:
-    """method, plus grid (with its parameters) / diffusion (with its parameters) / learned field where they
-    distinguish rows; an early stop shows as its grid's ``t1``."""
+    """method (with its own options), plus grid (with its parameters) / diffusion (with its parameters) / learned
+    field where they distinguish rows; an early stop shows as its grid's ``t1``."""
     label = frame["method"].astype(str)
+    options = frame.get("method_params", pd.Series("{}", index=frame.index)).fillna("{}").map(_parameters_text)
+    label = label + options  # ddim(eta=1.0) is not ddim
     grid = frame.get("grid", pd.Series("uniform", index=frame.index)).fillna("uniform")
     grid_parameters = frame.get("grid_params", pd.Series("{}", index=frame.index)).fillna("{}").map(_parameters_text)
     plain = (grid == "uniform") & (grid_parameters == "")
@@ -46,6 +49,11 @@ def labels(frame: pd.DataFrame) -> pd.Series:
     label = label.where(field == "analytic", label + " (" + field + ")")
     execution = frame.get("execution_used", pd.Series("eager", index=frame.index)).fillna("eager")
     return label.where(execution == "eager", label + " {" + execution + "}")
+
+
+def method_of(label: str) -> str:
+    """The method name a :func:`labels` label starts with (before its options, grid, diffusion or field)."""
+    return re.split(r"[\[( ]", label, maxsplit=1)[0]
 
 
 def _parameters_text(parameters) -> str:

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from fmbench.analysis import exact_error, labels, pareto_front, performance_rows  # noqa: E402
+from fmbench.analysis import exact_error, labels, method_of, pareto_front, performance_rows  # noqa: E402
 from fmbench.files import atomic_writer  # noqa: E402
 from fmcore.solvers import METHODS  # noqa: E402
 
@@ -60,7 +60,7 @@ def palette(keys) -> dict[str, tuple]:
     """A colour per key: its method's :func:`method_colour`, shaded per variant of that method (:data:`SHADES`)."""
     variants: dict[str, list[str]] = {}
     for key in sorted(set(keys)):
-        variants.setdefault(key.split("[")[0].split(" ")[0], []).append(key)
+        variants.setdefault(method_of(key), []).append(key)
     colours = {}
     for method, keys_of_method in variants.items():
         base = np.array(method_colour(method))

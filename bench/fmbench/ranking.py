@@ -199,11 +199,12 @@ def target_scale(name: str, params_json: str) -> float:
 
 def method_caveats(labels: list[str]) -> list[str]:
     """The declared caveats (``Method.caveat``) of the methods behind ``labels``."""
+    from fmbench.analysis import method_of
     from fmcore.solvers import get_method
 
     notes = {}
     for label in labels:
-        name = label.split("[")[0].split(" ")[0]
+        name = method_of(label)
         try:
             caveat = get_method(name).caveat
         except KeyError:

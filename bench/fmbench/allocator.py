@@ -6,14 +6,16 @@ first touch, and those page faults cost more than the pass itself. Measured on t
 d = 3072, float32, ``addcmul`` alone, medians of 15, three processes each): 29–30 ms with 4 KiB pages against
 8.7–11.5 ms with PyTorch's ``THP_MEM_ALLOC_ENABLE=1`` (allocations of 2 MiB and more aligned and ``madvise``-d for
 huge pages, where the kernel allows it: ``/sys/kernel/mm/transparent_hugepage/enabled`` is ``always`` or
-``madvise``). ``import fmbench`` turns it on for the harness's processes (the CLI, its workers, the benchmark
-suites) unless the environment already says otherwise, and a run records the setting in ``environment.json``; the
-library leaves the user's process alone (README, "Threads and memory").
+``madvise``). ``import fmbench`` before torch turns it on for the harness's processes (the CLI guarantees the order,
+and its workers inherit it) unless the environment already says otherwise, and a run records the setting in
+``environment.json``; the library, and the benchmark suites that measure it as a user imports it (torch first),
+leave the process alone (README, "Threads and memory").
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 __all__ = ["HUGE_PAGES", "use_huge_pages", "huge_pages_setting"]
 
@@ -22,8 +24,10 @@ HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
 
 
 def use_huge_pages() -> None:
-    """Ask PyTorch for huge-page allocations in this process and its children, unless the variable is already set."""
-    os.environ.setdefault(HUGE_PAGES, "1")
+    """Ask PyTorch for huge-page allocations in this process and its children, unless the variable is already set or
+    torch is already loaded (a process that imported torch first, as the benchmark suites do, keeps its defaults)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault(HUGE_PAGES, "1")
 
 
 def huge_pages_setting() -> str | None:

@@ -12,6 +12,7 @@ reach that limit.
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -65,7 +66,9 @@ def test_exact_law_cifar10(benchmark, method):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 def test_cifar10_velocity_against_memory_bandwidth(benchmark, dtype):
     """The closed-form velocity of the CIFAR-10 Gaussian (a shared basis: the axes) at n = 4096: it must read x and
-    write u, 2·n·d elements; ``extra_info`` holds that time at the measured copy bandwidth and the ratio."""
+    write u, 2·n·d elements; ``extra_info`` holds that time at the measured copy bandwidth, the ratio, and whether
+    torch allocates on huge pages (``THP_MEM_ALLOC_ENABLE=1 tox -e bench``, as the harness does: README, "Threads and
+    memory")."""
     from fmcore import AnalyticField
 
     target, schedule = get_target("cifar10"), get_schedule("cosine")
@@ -75,7 +78,8 @@ def test_cifar10_velocity_against_memory_bandwidth(benchmark, dtype):
     benchmark.pedantic(field, args=(0.5, x), rounds=7, warmup_rounds=1)
     limit = 2 * x.numel() * x.element_size() / _copy_bandwidth(x.numel())
     benchmark.extra_info.update(n=4096, d=3072, bandwidth_limit_s=limit,
-                                ratio_to_limit=benchmark.stats.stats.median / limit)
+                                ratio_to_limit=benchmark.stats.stats.median / limit,
+                                huge_pages=os.environ.get("THP_MEM_ALLOC_ENABLE"))
 
 
 @pytest.mark.benchmark(group="sampler at image dimension")

@@ -35,15 +35,15 @@ def labels(frame: pd.DataFrame) -> pd.Series:
     """method (with its own options), plus grid (with its parameters) / diffusion (with its parameters) / learned
     field where they distinguish rows; an early stop shows as its grid's ``t1``."""
     label = frame["method"].astype(str)
-    options = frame.get("method_params", pd.Series("{}", index=frame.index)).fillna("{}").map(_parameters_text)
+    options = frame.get("method_params", pd.Series("{}", index=frame.index)).fillna("{}").map(parameters_text)
     label = label + options  # ddim(eta=1.0) is not ddim
     grid = frame.get("grid", pd.Series("uniform", index=frame.index)).fillna("uniform")
-    grid_parameters = frame.get("grid_params", pd.Series("{}", index=frame.index)).fillna("{}").map(_parameters_text)
+    grid_parameters = frame.get("grid_params", pd.Series("{}", index=frame.index)).fillna("{}").map(parameters_text)
     plain = (grid == "uniform") & (grid_parameters == "")
     label = label.where(plain, label + "[" + grid + grid_parameters + "]")
     diffusion = frame.get("diffusion", pd.Series(None, index=frame.index))
     parameters = frame.get("diffusion_params", pd.Series("{}", index=frame.index)).fillna("{}")
-    described = diffusion.astype(str) + parameters.map(_parameters_text)
+    described = diffusion.astype(str) + parameters.map(parameters_text)
     label = label.where(diffusion.isna(), label + "[" + described + "]")
     field = frame.get("field", pd.Series("analytic", index=frame.index)).fillna("analytic")
     label = label.where(field == "analytic", label + " (" + field + ")")
@@ -56,7 +56,7 @@ def method_of(label: str) -> str:
     return re.split(r"[\[( ]", label, maxsplit=1)[0]
 
 
-def _parameters_text(parameters) -> str:
+def parameters_text(parameters) -> str:
     """``'{"c": 0.5}'`` → ``"(c=0.5)"``; nothing for no parameters."""
     values = json.loads(parameters) if isinstance(parameters, str) else (parameters or {})
     return "(" + ", ".join(f"{key}={value}" for key, value in values.items()) + ")" if values else ""

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats
 
+from fmbench.analysis import labels, method_of, parameters_text
+
 __all__ = ["RANKED_METRICS", "STANDARD_ERRORS", "USEFUL_FRACTION", "Estimate", "answers_at_nfe", "target_scale",
            "method_caveats", "ranking_metrics", "FLOORS"]
 
@@ -55,7 +57,6 @@ class Estimate:
     label: str
     value: float
     half_width: float
-    nfe: float
     how: str  # "", or "≈ between NFE a and b"
 
     def text(self) -> str:
@@ -74,7 +75,7 @@ def answers_at_nfe(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         return pd.DataFrame(), pd.DataFrame()
     for key, group in ok.groupby(GROUP, sort=True, dropna=False):
         target, target_params, schedule, schedule_params = key
-        where = {"target": _with_parameters(target, target_params), "schedule": _with_parameters(schedule, schedule_params)}
+        where = {"target": target + parameters_text(target_params), "schedule": schedule + parameters_text(schedule_params)}
         metrics, left = ranking_metrics(group)
         unranked += [{**where, "method": label, "why": "none of " + ", ".join(RANKED_METRICS) + " in its rows"}
                      for label in sorted(left)]
@@ -103,8 +104,6 @@ def ranking_metrics(group: pd.DataFrame) -> tuple[list[str], set[str]]:
 
 
 def _analytic_float64(rows: pd.DataFrame) -> pd.DataFrame:
-    from fmbench.analysis import labels
-
     if rows.empty or "status" not in rows:
         return pd.DataFrame()
     ok = rows[(rows["status"] == "ok") & (rows.get("field") == "analytic") & (rows.get("dtype") == "float64")
@@ -134,8 +133,7 @@ def _seed_estimates(ranked: pd.DataFrame, metric: str) -> pd.DataFrame:
             half = float(cells[FLOORS[metric]].to_numpy(dtype=float).mean())
         else:
             half = math.nan
-        records.append({"label": label, "nfe": float(nfe), "value": float(values.mean()), "half": half,
-                        "seeds": seeds})
+        records.append({"label": label, "nfe": float(nfe), "value": float(values.mean()), "half": half})
     return pd.DataFrame(records)
 
 
@@ -145,7 +143,7 @@ def _at_nfe(part: pd.DataFrame, nfe: float) -> Estimate | None:
     exact = part[part["nfe"] == nfe]
     if len(exact):
         row = exact.iloc[0]
-        return Estimate(label, row["value"], row["half"], nfe, "")
+        return Estimate(label, row["value"], row["half"], "")
     below, above = part[part["nfe"] < nfe], part[part["nfe"] > nfe]
     if below.empty or above.empty:
         return None
@@ -155,7 +153,7 @@ def _at_nfe(part: pd.DataFrame, nfe: float) -> Estimate | None:
     weight = math.log(nfe / low["nfe"]) / math.log(high["nfe"] / low["nfe"])
     value = math.exp((1 - weight) * math.log(low["value"]) + weight * math.log(high["value"]))
     relative = (1 - weight) * low["half"] / low["value"] + weight * high["half"] / high["value"]
-    return Estimate(label, value, relative * value, nfe, f"≈ between NFE {int(low['nfe'])} and {int(high['nfe'])}")
+    return Estimate(label, value, relative * value, f"≈ between NFE {int(low['nfe'])} and {int(high['nfe'])}")
 
 
 def _answer(where: dict, metric: str, nfe: int, entries: list[Estimate], scale: float) -> dict:
@@ -167,13 +165,12 @@ def _answer(where: dict, metric: str, nfe: int, entries: list[Estimate], scale: 
         record[f"#{place} error"] = entry.text()
         record[f"#{place} ×"] = f"{ratio:.3g}"
     verdict = []
-    if len(entries) > 1:
-        runner = entries[1]
-        combined = math.hypot(best.half_width, runner.half_width)
-        if math.isnan(combined):
-            verdict.append("lead's uncertainty unknown")
-        elif runner.value - best.value <= combined:
-            verdict.append(f"tie with {runner.label} (within ± {combined:.2g})")
+    runner = entries[1]  # an answer is made where two methods or more have an estimate
+    combined = math.hypot(best.half_width, runner.half_width)
+    if math.isnan(combined):
+        verdict.append("lead's uncertainty unknown")
+    elif runner.value - best.value <= combined:
+        verdict.append(f"tie with {runner.label} (within ± {combined:.2g})")
     if math.isfinite(scale) and best.value > USEFUL_FRACTION * scale:
         verdict.append(f"no method useful: best > {USEFUL_FRACTION:.0%} of the target's scale √tr Σ = {scale:.3g}")
     record["verdict"] = "; ".join(verdict)
@@ -199,7 +196,6 @@ def target_scale(name: str, params_json: str) -> float:
 
 def method_caveats(labels: list[str]) -> list[str]:
     """The declared caveats (``Method.caveat``) of the methods behind ``labels``."""
-    from fmbench.analysis import method_of
     from fmcore.solvers import get_method
 
     notes = {}
@@ -214,7 +210,4 @@ def method_caveats(labels: list[str]) -> list[str]:
     return [f"`{name}`: {caveat}." for name, caveat in sorted(notes.items())]
 
 
-def _with_parameters(name: str, params_json: str) -> str:
-    params = json.loads(params_json) if params_json else {}
-    return name + ("(" + ", ".join(f"{k}={v}" for k, v in params.items()) + ")" if params else "")
 

@@ -40,7 +40,7 @@ from torch import Tensor
 from ..schedules import Schedule
 from ..targets.spectral import marginal_variance, refuse_singular, velocity_gain
 from .diffusions import Diffusion
-from .tableaus import ButcherTableau
+from .tableaus import ButcherTableau, stage_time
 
 __all__ = ["GaussianProblem", "AffineLaw", "LawRequest", "LawRecursion", "StepLaw", "TableauLaw", "EulerMaruyamaLaw",
            "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct"]
@@ -247,12 +247,8 @@ class TableauLaw(StepLaw):
     tableau: ButcherTableau
 
     def evaluation_times(self, times):
-        return [self._stage_time(c_i, t, t_next) for t, t_next in zip(times[:-1], times[1:], strict=True)
+        return [stage_time(c_i, t, t_next, t_next - t) for t, t_next in zip(times[:-1], times[1:], strict=True)
                 for c_i in self.tableau.c]
-
-    @staticmethod
-    def _stage_time(c_i: float, t: float, t_next: float) -> float:
-        return t_next if c_i == 1.0 else t + c_i * (t_next - t)  # as integrate_explicit_rk places it
 
     def step(self, problem, state, t, t_next, request):
         h = t_next - t
@@ -260,7 +256,7 @@ class TableauLaw(StepLaw):
         gains: list[Tensor] = []
         offsets: list[Tensor] = []
         for c_i, a_i in zip(self.tableau.c, self.tableau.a, strict=True):
-            gain, shift, _, _ = problem.coefficients(self._stage_time(c_i, t, t_next))
+            gain, shift, _, _ = problem.coefficients(stage_time(c_i, t, t_next, h))
             gains.append(_times_one_plus(gain, _combination(a_i, gains), h))
             if not centred:
                 earlier = _combination(a_i, offsets)

@@ -16,7 +16,7 @@ from torch import Tensor
 from .errors import SolverDivergenceError
 from .laws import TableauLaw
 from .methods import Method, register_method
-from .tableaus import TABLEAUS, ButcherTableau
+from .tableaus import TABLEAUS, ButcherTableau, stage_time
 
 
 def rk_step(field: Callable, x: Tensor, t, t_next, h: float, tableau: ButcherTableau) -> Tensor:
@@ -32,8 +32,7 @@ def rk_step(field: Callable, x: Tensor, t, t_next, h: float, tableau: ButcherTab
         for a_ij, k_j in zip(a_i, stages, strict=False):
             if a_ij != 0.0:
                 x_stage = torch.add(x_stage, k_j, alpha=h * a_ij)  # fused x + (h a_ij) k_j
-        stage_time = t if c_i == 0.0 else t_next if c_i == 1.0 else t + c_i * h
-        stages.append(field(stage_time, x_stage))
+        stages.append(field(stage_time(c_i, t, t_next, h), x_stage))
     return _weighted_step(x, h, tableau.b, stages)
 
 

@@ -46,6 +46,13 @@ class ButcherTableau:
         return len(self.b)
 
 
+def stage_time(c_i: float, t, t_next, h: float):
+    """Where a stage with node ``c_i`` evaluates the field on the step t → t_next of length ``h``: ``t + c_i h``, but
+    ``t`` itself at c = 0 and ``t_next`` itself at c = 1 (``t + h`` can round past the end of the grid). ``t`` and
+    ``t_next`` are floats or 0-d tensors; the integrator and the exact laws both place stages here."""
+    return t if c_i == 0.0 else t_next if c_i == 1.0 else t + c_i * h
+
+
 def _floats(*values) -> tuple[float, ...]:
     return tuple(float(Fraction(value)) for value in values)
 

@@ -81,11 +81,9 @@ class GaussianProblem:
                                self.zero_variances, self._values)
 
     def scalars(self, t: float) -> tuple[float, float, float, float]:
-        """``(α, σ, α̇, σσ̇)`` at t, computed once per time."""
+        """``(α, σ, α̇, σσ̇)`` at t, computed once per time (:meth:`evaluate`, unless it was given t already)."""
         if t not in self._values:
-            values = self.schedule(t)
-            self._values[t] = (float(values.alpha), float(values.sigma), float(values.d_alpha),
-                               float(values.sigma_d_sigma))
+            self.evaluate([t])
         return self._values[t]
 
     def evaluate(self, times: list[float]) -> None:

@@ -34,7 +34,7 @@ from .solvers.laws import AffineLaw, GaussianProblem, LawRecursion, LawRequest, 
 from .solvers.methods import METHODS, get_method
 from .solvers.sampling import method_grid, method_options
 from .targets import GaussianMixture
-from .targets.spectral import flow_gain, marginal_variance
+from .targets.spectral import SpectralGaussian, marginal_variance
 
 __all__ = ["ExactLaw", "exact_output_law", "has_exact_law", "methods_with_exact_law", "STARTS"]
 
@@ -78,63 +78,60 @@ class ExactLaw:
     start: str = "prior"
 
     @property
+    def output(self) -> SpectralGaussian:
+        r"""The output law itself, a :class:`~fmcore.targets.spectral.SpectralGaussian` on the target's basis — the
+        type of the target's own component (``target.component(0)``): eigen-mean :math:`Pm_0 + Q`, variances
+        :math:`v_0P^2 + W`."""
+        return SpectralGaussian(self.target.layout.basis_of(0), self.gain * self.start_mean + self.offset,
+                                self.start_variance * self.gain**2 + self.noise_variance)
+
+    @property
     def basis(self) -> Tensor:
         """The target's eigenbasis U (columns) as a dense ``(d, d)`` matrix, built (for tests and small d; the law
         itself never needs it: :attr:`mean` applies the basis)."""
-        return self.target.layout.basis_of(0).dense()
+        return self.output.basis.dense()
 
     @property
     def rotated_mean(self) -> Tensor:
-        """The target's mean in its eigen coordinates, :math:`U^\top\\mu` (no d × d matrix when axis-aligned)."""
-        return _rotated_mean(self.target)
+        r"""The target's mean in its eigen coordinates, :math:`U^\top\mu` (no d × d matrix when axis-aligned)."""
+        return self.target.component(0).eigen_mean
 
     @property
     def rotated_output_mean(self) -> Tensor:
         """The output's mean in the target's eigen coordinates, :math:`Pm_0 + Q`."""
-        return self.gain * self.start_mean + self.offset
+        return self.output.eigen_mean
 
     @property
     def variance(self) -> Tensor:
         """Per-eigendirection variance of the output, :math:`v_0P^2 + W`."""
-        return self.start_variance * self.gain**2 + self.noise_variance
+        return self.output.variances
 
     @property
     def mean(self) -> Tensor:
         """The output's mean in data coordinates, :math:`U(Pm_0 + Q)`."""
-        return self.target.layout.basis_of(0).from_eigen(self.rotated_output_mean)
+        return self.output.mean
 
     @property
     def covariance(self) -> Tensor:
-        basis = self.basis
-        return (basis * self.variance) @ basis.T
+        return self.output.covariance
 
     def w2_to_target(self) -> float:
         r"""Exact W2 to the target: :math:`\big(\sum_j (\bar z_j - m_j)^2 + (\sqrt{V_j} - \sqrt{\lambda_j})^2\big)^{1/2}`
-        with :math:`\bar z = Pm_0 + Q` (Bures for two Gaussians with a common eigenbasis)."""
-        return self._w2_to(self.rotated_mean, self.target.eigenvalues[0])
+        with :math:`\bar z = Pm_0 + Q` (Bures for two Gaussians with a common eigenbasis:
+        :meth:`SpectralGaussian.w2_to <fmcore.targets.spectral.SpectralGaussian.w2_to>`)."""
+        return self.output.w2_to(self.target.component(0))
 
     def w2_to_marginal(self, t: float | None = None) -> float:
         r"""Exact W2 to the path's marginal at ``t`` (``t1`` by default),
         :math:`N(\alpha_t m, \alpha_t^2\Lambda + \sigma_t^2)` in the target's eigenbasis."""
         values = self.schedule(self.t1 if t is None else check_number("t", t, 0.0, 1.0))
-        alpha, sigma = float(values.alpha), float(values.sigma)
-        return self._w2_to(alpha * self.rotated_mean, marginal_variance(alpha, sigma, self.target.eigenvalues[0]))
-
-    def _w2_to(self, rotated_mean: Tensor, variances: Tensor) -> float:
-        """W2 to the Gaussian of this mean and these variances in the same eigenbasis."""
-        squared = ((self.rotated_output_mean - rotated_mean) ** 2).sum()
-        squared = squared + ((self.variance.sqrt() - variances.sqrt()) ** 2).sum()
-        return math.sqrt(float(squared))
+        return self.output.w2_to(self.target.component(0).marginal(float(values.alpha), float(values.sigma)))
 
     def exact_map(self, t_from: float, t_to: float = 1.0) -> tuple[Tensor, Tensor]:
         r"""``(P*, Q*)`` of the exact probability-flow map from ``t_from`` to ``t_to`` (:math:`z^* = P^*z + Q^*`)."""
         start, end = self.schedule(t_from), self.schedule(t_to)
-        eigenvalues = self.target.eigenvalues[0]
-        rotated_mean = self.rotated_mean
-        variance_start = marginal_variance(float(start.alpha), float(start.sigma), eigenvalues)
-        variance_end = marginal_variance(float(end.alpha), float(end.sigma), eigenvalues)
-        gain = flow_gain(variance_start, variance_end)
-        return gain, float(end.alpha) * rotated_mean - gain * float(start.alpha) * rotated_mean
+        return self.target.component(0).flow_map((float(start.alpha), float(start.sigma)),
+                                                 (float(end.alpha), float(end.sigma)))
 
     def _rms_between(self, gain: Tensor, offset: Tensor, other_gain: Tensor, other_offset: Tensor) -> float:
         r""":math:`(E\|(P - P')z_0 + Q - Q'\|^2)^{1/2}` over the start law."""
@@ -162,11 +159,6 @@ class ExactLaw:
         clipped = ExactLaw(self.target, self.schedule, gain, offset, torch.zeros_like(gain), self.start_mean,
                            self.start_variance, self.t0, 1.0, self.start)
         return clipped.w2_to_target()
-
-
-def _rotated_mean(target: GaussianMixture) -> Tensor:
-    r"""The target's mean in its eigen coordinates, :math:`U^\top\mu` (the basis applied, not built)."""
-    return target.layout.rotate_means(target.means)[0]
 
 
 def _start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor, Tensor]:
@@ -211,7 +203,8 @@ def exact_output_law(
         check_instance("law", law, LawRecursion, "e.g. fmcore.solvers.laws.PROBED")
     options = method_options(spec, options)
     grid = method_grid(spec, schedule, steps, grid, diffusion)
-    problem = GaussianProblem(target.eigenvalues[0], _rotated_mean(target), schedule)
+    component = target.component(0)
+    problem = GaussianProblem(component.variances, component.eigen_mean, schedule)
     state = propagate_distinct(law or spec.exact_law, problem, LawRequest(method, grid, diffusion, options))
     _check_law_finite(state, schedule, grid, method)
     t0 = float(grid[0])

@@ -486,3 +486,31 @@ def test_the_harness_asks_for_huge_pages_unless_told_otherwise_and_records_it(ch
             "print(os.environ['THP_MEM_ALLOC_ENABLE'], environment()['huge_pages'])")
     shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert shown.split() == [expected, expected]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="heap reuse is glibc's (mallopt)")
+@pytest.mark.parametrize("chosen", [None, "65536"])
+def test_the_harness_keeps_freed_memory_unless_told_otherwise_and_records_it(chosen):
+    """``import fmbench`` before torch sets glibc's heap variables only where neither is set (fmbench.allocator), and
+    a run's environment records them. With them, a loop that allocates a 64 MB result per iteration reuses mapped
+    pages (no page faults after warm-up); with glibc's default (the user's ``MALLOC_MMAP_MAX_=65536``) every result
+    is new memory: 2¹³·8 bytes / 4 KiB = 16 384 faults per iteration (4 KiB pages: huge pages off)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["THP_MEM_ALLOC_ENABLE"] = "0"
+    if chosen is not None:
+        env["MALLOC_MMAP_MAX_"] = chosen
+    code = ("import os, resource, fmbench, torch; from fmbench.sweep import environment\n"
+            "x = torch.ones(2**23, dtype=torch.float64)\n"
+            "for _ in range(3): y = x * 2.0\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "for _ in range(5): y = x * 2.0\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, os.environ.get('MALLOC_MMAP_MAX_'), "
+            "os.environ.get('MALLOC_TRIM_THRESHOLD_'), environment()['heap_reuse'], sep='|')")
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    faults, *variables = shown.strip().split("|")
+    if chosen is None:
+        assert int(faults) < 100
+        assert variables == ["0", "2147483647", "MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647"]
+    else:
+        assert int(faults) >= 5 * 16_000
+        assert variables == ["65536", "None", "MALLOC_MMAP_MAX_=65536"]

@@ -2,15 +2,16 @@
 executors (in-process, a process pool, Dask), reports, regression comparisons, and the ``fmbench`` command.
 
 Importing it before torch sets OpenMP's passive wait policy for the harness (``fmbench.threads`` explains why; the
-``fmbench`` command guarantees the order), and asks torch for huge-page allocations (``fmbench.allocator``). Its cells
-run with one torch thread unless told otherwise.
+``fmbench`` command guarantees the order), asks torch for huge-page allocations and glibc to keep freed memory for
+reuse (``fmbench.allocator``). Its cells run with one torch thread unless told otherwise.
 """
 
-from fmbench.allocator import use_huge_pages  # imports no torch
+from fmbench.allocator import use_heap_reuse, use_huge_pages  # imports no torch
 from fmbench.threads import prefer_passive_wait  # imports no torch
 
 prefer_passive_wait()
 use_huge_pages()
+use_heap_reuse()
 
 import fmcore  # noqa: E402, F401 — after the wait policy is set
 from fmbench import peers  # noqa: E402, F401 — registers the peer adapters (their libraries load on first use)

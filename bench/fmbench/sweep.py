@@ -39,7 +39,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from fmbench.allocator import huge_pages_setting
+from fmbench.allocator import heap_reuse_setting, huge_pages_setting
 from fmbench.cells import DTYPES, CellContext, CellSpec, failed_row, run_cell, train_for
 from fmbench.faults import DEFAULT_TIME_LIMIT_S, RETRIED_ONCE, describe_exit, hard_limit
 from fmbench.files import RUN_MARKERS, RunLock, UnsafePathError, check_output_directory, probe_writable, refuse_link, write_text
@@ -56,8 +56,8 @@ __all__ = ["run_sweep", "SweepOutcome", "open_executor", "environment", "default
 
 
 def environment(threads: int | None = None, executor: str = "in-process") -> dict:
-    """Package versions, Python, CPU, devices, threads, load average, the huge-page setting
-    (:mod:`fmbench.allocator`) and git commit."""
+    """Package versions, Python, CPU, devices, threads, load average, the huge-page and
+    heap-reuse settings (:mod:`fmbench.allocator`) and git commit."""
     packages = {}
     for name in ("torch", "torchdiffeq", "numpy", "scipy", "pandas", "pot", "seaborn", "distributed", "fmbench"):
         try:
@@ -85,6 +85,7 @@ def environment(threads: int | None = None, executor: str = "in-process") -> dic
         "executor": executor,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "huge_pages": huge_pages_setting(),
+        "heap_reuse": heap_reuse_setting(),
         "cuda_devices": cuda,
         "cuda_version": torch.version.cuda,
         "cuda_driver": _cuda_driver_version() if torch.cuda.is_available() else None,

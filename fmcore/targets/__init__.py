@@ -7,7 +7,8 @@ The package, one job per module:
 * :mod:`~fmcore.targets.bases` — orthonormal eigenbases applied as operators: :class:`Identity`, :class:`Dense`,
   :class:`DCT`, :class:`Hartley`;
 * :mod:`~fmcore.targets.layouts` — one basis shared by every component, or one dense basis per component;
-* :mod:`~fmcore.targets.spectral` — the per-eigenvalue algebra (c = α²λ + σ², the velocity gain, the flow map);
+* :mod:`~fmcore.targets.spectral` — the per-eigenvalue algebra (c = α²λ + σ², the velocity gain, the flow map) and
+  :class:`SpectralGaussian` (a basis, an eigen-mean and variances: a component, a marginal, an exact output law);
 * :mod:`~fmcore.targets.covariances` — covariance parsing and the checks a spectrum must pass;
 * :mod:`~fmcore.targets.catalogue` — the named targets (:func:`get_target`, :func:`register_target`).
 """
@@ -17,6 +18,7 @@ from .catalogue import ADSN_SPECTRUM, CIFAR10_SPECTRUM, TARGETS, get_target, ima
 from .covariances import EIGENVALUE_FLOOR
 from .layouts import Layout, PerComponentBases, SharedBasis
 from .mixture import Gaussian, GaussianMixture
+from .spectral import SpectralGaussian
 
 __all__ = [
     "Basis",
@@ -33,6 +35,7 @@ __all__ = [
     "ORTHOGONALITY_TOLERANCE",
     "PerComponentBases",
     "SharedBasis",
+    "SpectralGaussian",
     "TARGETS",
     "get_target",
     "image_spectrum",

@@ -49,7 +49,7 @@ from ..schedules import Schedule, ScheduleValues, get_schedule
 from .bases import Basis, Identity, check_orthonormal
 from .covariances import check_spectrum, eigendecompose
 from .layouts import Layout, PerComponentBases, SharedBasis
-from .spectral import flow_gain, marginal_variance, refuse_singular, velocity_gain
+from .spectral import SpectralGaussian, flow_gain, marginal_variance, refuse_singular, velocity_gain
 
 __all__ = ["GaussianMixture", "Gaussian"]
 
@@ -111,7 +111,8 @@ class GaussianMixture:
     """
 
     cpu_chunk_elements: int = 2**18
-    """On the CPU, closed forms are evaluated about this many (point, component, dimension) entries at a time: 1 MiB
+    """On the CPU, closed forms are evaluated about this many (point, component, dimension) entries per torch thread at
+    a time: 1 MiB
     in float32, 2 MiB in float64, within a 2 MiB L2. Measured (velocity, 1 thread, interleaved medians) against 2²⁰:
     K = 16, d = 16, n = 10⁵: 62 vs 70 ms (float32), 109 vs 169 ms (float64); 8-d Gaussian, float64: 8.4 vs 20 ms;
     seed 000's mixture: within 4 %."""
@@ -213,6 +214,14 @@ class GaussianMixture:
             return torch.diag_embed(self.eigenvalues)
         bases = self.layout.dense()
         return bases @ torch.diag_embed(self.eigenvalues) @ bases.transpose(-1, -2)
+
+    def component(self, k: int) -> SpectralGaussian:
+        """Component ``k`` as a :class:`~fmcore.targets.spectral.SpectralGaussian` on its own basis (its weight aside)."""
+        k = check_int("k", k, minimum=0)
+        if k >= self.num_components:
+            raise ValueError(f"k must be a component index in [0, {self.num_components - 1}], got {k}")
+        basis = self.layout.basis_of(k)
+        return SpectralGaussian(basis, basis.to_eigen(self.means[k : k + 1])[0], self.eigenvalues[k])
 
     def mean(self) -> Tensor:
         """Exact mean :math:`\\sum_k w_k\\mu_k` (float64)."""
@@ -382,9 +391,12 @@ class GaussianMixture:
 
     def _over_chunks(self, x: Tensor, params: _Parameters, whitening_of, compute, check: bool = True):
         """``compute(parts, params)`` for chunks of the points ``x`` (``n ≥ 1``), concatenated: about
-        :attr:`cpu_chunk_elements` ``(n, K, d)`` entries per chunk on the CPU, all points at once elsewhere.
+        :attr:`cpu_chunk_elements` ``(n, K, d)`` entries per torch thread per chunk on the CPU (each thread's part of
+        an elementwise operation stays in its own L2, and T threads run 1/T as many parallel regions, each of which
+        waits for its slowest thread), all points at once elsewhere.
         ``whitening_of(start, stop)`` is a chunk's per-time work; ``check`` as in :meth:`_components`."""
-        chunk = x.shape[0] if x.device.type != "cpu" else max(1, self.cpu_chunk_elements // (self.num_components * self.dim))
+        entries = self.cpu_chunk_elements * torch.get_num_threads()  # each thread's share of a chunk: one L2's worth
+        chunk = x.shape[0] if x.device.type != "cpu" else max(1, entries // (self.num_components * self.dim))
         outputs = [compute(self._components(x[start : start + chunk], whitening_of(start, start + chunk), params, check), params)
                    for start in range(0, x.shape[0], chunk)]
         if len(outputs) == 1:

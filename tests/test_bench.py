@@ -161,6 +161,21 @@ def test_a_method_has_one_colour_in_every_figure_whatever_else_is_present():
     assert len(set(many.values())) == len(many)  # no two methods share a colour
 
 
+def test_method_colours_are_told_apart():
+    """Every pair among the first 43 registered methods (the suite's own, the reproductions, the first peers) is at
+    least COLOUR_DISTANCE apart in RGB, and none is a grey."""
+    import itertools
+
+    from fmbench.figures import COLOUR_DISTANCE, method_colour
+
+    from fmcore.solvers import METHODS
+
+    colours = {name: method_colour(name) for name in list(METHODS)[:43]}
+    assert all(max(colour) - min(colour) > 0.15 for colour in colours.values())
+    closest = min(math.dist(colours[a], colours[b]) for a, b in itertools.combinations(colours, 2))
+    assert closest > COLOUR_DISTANCE
+
+
 def test_the_orders_table_covers_every_method_with_a_declared_order_and_flags_disagreement():
     """ddim (declared 1, not a tableau) is fitted; heun fitted at 1.0 against its declared 2 is flagged."""
     rows = pd.concat([
@@ -181,3 +196,56 @@ def test_a_report_draws_seed000_figures_only_for_sweeps_that_hold_it(tmp_path):
     report = write_report(tmp_path).read_text()
     assert "seed000_histograms" not in report and not (tmp_path / "seed000_histograms.png").exists()
     assert "## Mixtures" not in report and "## Which sampler at each NFE" in report
+
+
+def test_timed_repeats_give_a_median_and_its_range():
+    spec = CellSpec(target="gaussian", schedule="cosine", method="heun", steps=8, n=64, timing_repeats=3)
+    row = run_cell(spec)
+    assert row["status"] == "ok" and row["wall_s_min"] <= row["wall_s"] <= row["wall_s_max"]
+    single = run_cell(CellSpec(target="gaussian", schedule="cosine", method="heun", steps=8, n=64))
+    assert single["wall_s_min"] is None and single["wall_s_max"] is None and single["wall_s"] > 0
+
+
+def test_the_timing_table_shows_the_repeats_spread():
+    from fmbench.analysis import time_ratios
+
+    rows = pd.concat([_rows("euler", [8], [0.1]), _rows("heun", [8], [0.01])]).assign(
+        cell=["a", "b"], wall_s=[1.0, 4.0], wall_s_min=[0.9, 3.0], wall_s_max=[1.2, 5.0])
+    table = time_ratios(rows).set_index("label")
+    assert table.loc["heun", "time per NFE / euler"] == pytest.approx(2.0)  # 4 s / 16 NFE against 1 s / 8 NFE
+    assert table.loc["heun", "repeats' spread"] == pytest.approx(0.5) and table.loc["euler", "repeats' spread"] == \
+        pytest.approx(0.3)
+    assert "repeats' spread" not in time_ratios(rows.drop(columns=["wall_s_min", "wall_s_max"]))
+
+
+@pytest.mark.parametrize("end, marked", [(1.3, False), (2.2, True)])
+def test_the_report_marks_a_load_that_changed_beside_the_run(end, marked):
+    """Started at load 0.3, the run itself keeps one CPU busy: an end at 1.3 is its own load, 2.2 is other work."""
+    from fmbench.report import load_during_run
+
+    text = load_during_run({"load_average": [0.3, 0.2, 0.1], "load_average_end": [end, 0.5, 0.2], "cpu_count": 2,
+                            "cells_at_once": 1, "cell_threads": 1})
+    assert text.startswith(f"1-minute load average 0.30 when the run started and {end:.2f} when it ended")
+    assert ("The load changed during the run" in text) is marked
+    assert load_during_run({}) == "Load average: not recorded."
+
+
+def test_a_float32_line_is_drawn_only_where_it_differs_from_float64():
+    from fmbench.figures import _lines_that_differ
+
+    same = pd.DataFrame({"key": "rk4", "grid": "uniform", "dtype": ["float64", "float32"] * 2, "nfe": [8, 8, 16, 16],
+                         "y": [1e-2, 1.001e-2, 1e-3, 1.002e-3]})
+    kept, dropped = _lines_that_differ(same)
+    assert dropped == 1 and set(kept["dtype"]) == {"float64"}
+    apart = same.assign(y=[1e-2, 1.001e-2, 1e-7, 3e-6], key="euler")  # float32's round-off floor at 16
+    kept, dropped = _lines_that_differ(pd.concat([same, apart]))
+    assert dropped == 1 and set(kept.loc[kept["key"] == "euler", "dtype"]) == {"float32", "float64"}
+
+
+def test_a_figure_panel_draws_one_metric():
+    from fmbench.analysis import panel_metric
+
+    gaussian = pd.DataFrame({"w2_exact_law": [0.1, None, 0.2], "strong_error": [0.1, 0.3, None]})
+    assert panel_metric(gaussian) == "w2_exact_law"  # the exact law wherever any row has it
+    assert panel_metric(gaussian.assign(w2_exact_law=None)) == "strong_error"
+    assert panel_metric(pd.DataFrame({"nfe": [1]})) is None

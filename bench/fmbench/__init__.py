@@ -4,6 +4,10 @@ executors (in-process, a process pool, Dask), reports, regression comparisons, a
 Importing it before torch sets OpenMP's passive wait policy for the harness (``fmbench.threads`` explains why; the
 ``fmbench`` command guarantees the order), asks torch for huge-page allocations and glibc to keep freed memory for
 reuse (``fmbench.allocator``). Its cells run with one torch thread unless told otherwise.
+
+It imports nothing heavy itself — no torch, fmcore or peer library — so ``fmbench --help`` answers at once; the
+harness's modules import what they use, and the peer adapters (``peer:<library>/<method>``) are registered by
+``fmbench.peers``, which every module that looks a method up imports (``import fmbench.peers`` in your own code).
 """
 
 from fmbench.allocator import use_heap_reuse, use_huge_pages  # imports no torch
@@ -12,8 +16,5 @@ from fmbench.threads import prefer_passive_wait  # imports no torch
 prefer_passive_wait()
 use_huge_pages()
 use_heap_reuse()
-
-import fmcore  # noqa: E402, F401 — after the wait policy is set
-from fmbench import peers  # noqa: E402, F401 — registers the peer adapters (their libraries load on first use)
 
 __version__ = "0.2.0"

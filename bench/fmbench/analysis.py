@@ -22,6 +22,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from fmbench import peers  # noqa: F401 — registers the peer adapters before any method is looked up
 from fmcore.solvers import METHODS
 
 GROUP = ["target", "schedule", "dtype", "device", "field"]
@@ -72,6 +73,16 @@ def exact_error(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
             error = error.where(~present, frame[column])
             name = name.where(~present, column)
     return error, name
+
+
+def panel_metric(frame: pd.DataFrame) -> str | None:
+    """The one exact metric a figure panel draws for all its rows: ``w2_exact_law`` where any row has it (the exact
+    W2 of the output law, stochastic samplers included), else ``strong_error``; None where neither is present. Rows
+    without it are left out of the panel, and counted in its title."""
+    for name in ("w2_exact_law", "strong_error"):
+        if name in frame and frame[name].notna().any():
+            return name
+    return None
 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
@@ -177,7 +188,8 @@ def pareto_front(frame: pd.DataFrame, error: str, cost: str = "wall_s") -> pd.Da
 
 def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
     """Time per NFE of each method relative to ``reference`` on the same target, schedule, dtype and device, in the
-    same run (a ratio survives a slow machine better than a time): median over the cells of each method."""
+    same run (a ratio survives a slow machine better than a time): median over the cells of each method; with timed
+    repeats, the repeats' spread ``(max − min) / median`` too (median over the cells)."""
     if "wall_s" not in rows:
         return pd.DataFrame()
     ok = rows[(rows["status"] == "ok") & rows["wall_s"].notna() & (rows["nfe"] > 0)].copy()
@@ -189,9 +201,12 @@ def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
     base = ok[(ok["method"] == reference) & (ok["field"] == "analytic")].groupby(keys)["s_per_nfe"].median().rename("reference")
     ok = ok.join(base, on=keys).dropna(subset=["reference"])
     ok["time per NFE / euler"] = ok["s_per_nfe"] / ok["reference"]
-    return ok.groupby(["device", "dtype", "label"], as_index=False).agg(
-        **{"time per NFE / euler": ("time per NFE / euler", "median"), "cells": ("cell", "count"),
-           "median µs per NFE": ("s_per_nfe", lambda s: 1e6 * s.median())})
+    columns = {"time per NFE / euler": ("time per NFE / euler", "median"), "cells": ("cell", "count"),
+               "median µs per NFE": ("s_per_nfe", lambda s: 1e6 * s.median())}
+    if "wall_s_max" in ok and ok["wall_s_max"].notna().any():  # timed repeats: how far apart they were
+        ok["spread"] = (ok["wall_s_max"] - ok["wall_s_min"]) / ok["wall_s"]
+        columns["repeats' spread"] = ("spread", "median")
+    return ok.groupby(["device", "dtype", "label"], as_index=False).agg(**columns)
 
 
 def performance_rows(rows: pd.DataFrame) -> pd.DataFrame:

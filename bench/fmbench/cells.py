@@ -29,8 +29,9 @@ a row with ``status = "skipped"`` and the reason.
 
 Timing and accuracy share the cell like this: the sampler runs once, scored and timed (``wall_s``); with
 ``timing_repeats = k > 0`` it runs k more times, timed only, and ``wall_s`` is the median of those (the first,
-cold run is then left out). The run's execution context — torch threads, the model cache — is not part of the
-cell's identity: it is passed as a :class:`CellContext` and recorded in the row (``threads``).
+cold run is then left out), ``wall_s_min`` and ``wall_s_max`` their range. The run's execution context — torch
+threads, the model cache — is not part of the cell's identity: it is passed as a :class:`CellContext` and recorded
+in the row (``threads``).
 """
 
 from __future__ import annotations
@@ -237,7 +238,9 @@ def _sampler_options(spec: CellSpec, schedule) -> dict:
 
 
 def _run_sampler(spec: CellSpec, prepared) -> tuple:
-    """The scored run, then ``timing_repeats`` timed-only runs; (outcome, wall_s, peak CUDA memory in bytes)."""
+    """The scored run, then ``timing_repeats`` timed-only runs; (outcome, timing, peak CUDA memory in bytes), where
+    timing holds ``wall_s`` (the scored run's time, or the median of the repeats) and, with repeats, their
+    ``wall_s_min`` and ``wall_s_max``: the spread a reader needs to tell a difference from noise."""
     cuda = spec.device.startswith("cuda")
 
     def timed_run():
@@ -251,10 +254,12 @@ def _run_sampler(spec: CellSpec, prepared) -> tuple:
         torch.cuda.reset_peak_memory_stats(spec.device)
     with torch.no_grad():
         outcome, wall_s = timed_run()  # the scored run
+        timing = {"wall_s": wall_s, "wall_s_min": None, "wall_s_max": None}
         if spec.timing_repeats > 0:  # timed repeats only: the cold first run is left out of the median
-            wall_s = statistics.median(timed_run()[1] for _ in range(spec.timing_repeats))
+            repeats = [timed_run()[1] for _ in range(spec.timing_repeats)]
+            timing = {"wall_s": statistics.median(repeats), "wall_s_min": min(repeats), "wall_s_max": max(repeats)}
     peak = torch.cuda.max_memory_allocated(spec.device) if cuda else None
-    return outcome, wall_s, peak
+    return outcome, timing, peak
 
 
 def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
@@ -282,10 +287,11 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
             options = _sampler_options(spec, schedule)
             with torch.no_grad():
                 prepared = prepare(spec.execution, field, noise.to(dtype=dtype, device=spec.device), spec.method, options)
-            result, wall_s, peak_memory = _run_sampler(spec, prepared)
+            result, timing, peak_memory = _run_sampler(spec, prepared)
             x = result.x.detach().to(dtype=torch.float64, device="cpu")
             calibration = calibration_seconds(context.threads)
-            row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, t1=result.t1, wall_s=wall_s,
+            wall_s = timing["wall_s"]
+            row.update(status="ok", error=None, nfe=result.nfe, t0=result.t0, t1=result.t1, **timing,
                        samples_per_s=spec.n / wall_s, nfe_per_s=result.nfe / wall_s,
                        calibration_s=calibration, wall_s_normalised=wall_s / calibration,
                        execution_used=prepared.used, execution_fallback=prepared.fallback, setup_s=prepared.setup_s,

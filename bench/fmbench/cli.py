@@ -1,10 +1,10 @@
 """The ``fmbench`` command.
 
     fmbench run [PRESET_OR_TOML] [--out DIR] [--workers N | --dask local[:N] | --dask ADDRESS]
-                [--threads T] [--time-limit S] [--retry-failed] [--cache DIR] [--force] [--quiet]
+                [--threads T] [--time-limit S] [--retry-failed] [--cache DIR] [--force] [--quiet] [--dry-run]
     fmbench report RUN_DIR [--to DIR]
     fmbench repair RUN_DIR
-    fmbench list
+    fmbench list [--json]
     fmbench export RUN_DIR --csv FILE
     fmbench compare BASELINE_DIR RUN_DIR [--markdown FILE] [--json FILE] [--strict] [--allow-missing]
                     [--tolerance CLASS=REL[,ABS]] [--timing] [--threshold X]
@@ -24,6 +24,7 @@ Exit status, every command:
 3     the run's store cannot be used: damaged (``fmbench repair DIR``), locked by another run, read-only, or the disk
       is full (every saved row is kept; the same command resumes once there is space)
 130   interrupted by Ctrl-C or SIGTERM: what finished is saved, and the same command resumes
+141   the output's reader went away (``fmbench list | head``), as for a process ended by SIGPIPE
 ===== ==============================================================================================================
 
 ``report``, ``export`` and ``compare`` only read a run, so they work on read-only media (``report --to DIR`` writes the
@@ -39,12 +40,9 @@ import signal
 import sys
 from pathlib import Path
 
-from fmbench.faults import DEFAULT_TIME_LIMIT_S
-from fmbench.files import RunLockedError, UnsafePathError
-from fmbench.store import StoreError
-from fmbench.sweepfile import SweepError, check_cells, expand, load_sweep, presets
+from fmbench.faults import DEFAULT_TIME_LIMIT_S  # imports no torch: the parser and --help stay light
 
-EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_STORE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_STORE, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 0, 1, 2, 3, 130, 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", type=Path, default=None, help="learned-model cache (default: <out>/../cache)")
     run.add_argument("--force", action="store_true", help="start afresh if --out holds another sweep (kept aside)")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the sweep and print its cell count and an estimated time (from the committed "
+                          "baselines' measured cell costs, scaled to this machine); run nothing")
     report = commands.add_parser("report", help="(re)write the report of a finished or partial run")
     report.add_argument("out", type=Path)
     report.add_argument("--to", type=Path, default=None, metavar="DIR",
@@ -74,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     repair = commands.add_parser("repair", help="rebuild a damaged rows.sqlite from the rows it can still read and from "
                                  "rows.parquet (the damaged file is kept aside)")
     repair.add_argument("out", type=Path)
-    commands.add_parser("list", help="what can be swept: targets, schedules, methods, grids, diffusions, objectives, presets")
+    listing = commands.add_parser("list", help="what can be swept: targets, schedules, methods, grids, diffusions, "
+                                  "objectives, presets (peers marked where not installed)")
+    listing.add_argument("--json", action="store_true", help="print it as JSON")
     export = commands.add_parser("export", help="write a run's rows, in sweep order, to a CSV file")
     export.add_argument("out", type=Path)
     export.add_argument("--csv", type=Path, required=True)
@@ -119,6 +122,7 @@ def _terminate(signum, frame) -> None:
 def _run(args) -> int:
     from fmbench.report import write_report
     from fmbench.sweep import open_executor, run_sweep
+    from fmbench.sweepfile import check_cells, expand, load_sweep
 
     if args.workers < 1:
         return _error(f"--workers must be ≥ 1, got {args.workers}")
@@ -135,6 +139,12 @@ def _run(args) -> int:
     cells = expand(config)
     check_cells(cells)
     out = args.out or Path("results") / "runs" / Path(args.sweep).stem
+    if args.dry_run:
+        from fmbench.estimate import estimate_sweep, saved_cells
+
+        workers = args.workers if args.dask is None else 1
+        print(estimate_sweep(cells, saved_cells(out), threads=args.threads, workers=workers))
+        return EXIT_OK
     with open_executor(args.workers, args.dask, time_limit_s) as (executor, description, parallelism):
         outcome = run_sweep(cells, out, executor=executor, progress=not args.quiet, force=args.force,
                             cache_dir=args.cache, threads=args.threads, executor_description=description,
@@ -151,34 +161,13 @@ def _run(args) -> int:
     return EXIT_CELLS_FAILED if failed else EXIT_OK
 
 
-def _list() -> int:
-    from fmcore.grids import GRIDS
-    from fmcore.models import OBJECTIVES
-    from fmcore.schedules import SCHEDULES
-    from fmcore.solvers import DIFFUSIONS, METHODS
-    from fmcore.targets import TARGETS
+def _list(args) -> int:
+    import json
 
-    def parameters(registry, name) -> str:
-        values = registry.parameters(name)
-        return ", ".join(f"{key}={value!r}" for key, value in values.items()) or "-"
+    from fmbench.listing import catalogue, format_catalogue
 
-    for title, registry in (("targets", TARGETS), ("schedules", SCHEDULES), ("grids", GRIDS), ("diffusions", DIFFUSIONS)):
-        print(f"{title}:")
-        for name in sorted(registry):
-            print(f"  {name:18s} {parameters(registry, name)}")
-    print("methods (name, family, takes, order, options):")
-    for name in sorted(METHODS):
-        method = METHODS[name]
-        takes = "rtol/atol" if method.adaptive else "steps" if method.stepping == "own_grid" else "steps or grid"
-        takes += " + diffusion" if method.diffusion else ""
-        order = f"order {method.order}" if method.order else ""
-        options = ", ".join(f"{key}={value}" for key, value in method.options.items())
-        print(f"  {name:18s} {method.family:24s} {takes:26s} {order:8s} {options}")
-    print("fields: analytic, " + ", ".join(f"learned:{objective}" for objective in OBJECTIVES))
-    print("presets:")
-    for name, path in presets().items():
-        first = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        print(f"  {name:18s} {first}")
+    entries = catalogue()
+    print(json.dumps(entries, indent=1, default=repr) if args.json else format_catalogue(entries), end="\n" if args.json else "")
     return EXIT_OK
 
 
@@ -279,12 +268,19 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     try:
         return _command(args)
+    except BrokenPipeError:  # the reader went away (``fmbench list | head``): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail again
+        return EXIT_CLOSED_PIPE
     finally:
         signal.signal(signal.SIGTERM, previous)
         warnings.showwarning = shown
 
 
 def _command(args) -> int:
+    from fmbench.files import RunLockedError, UnsafePathError
+    from fmbench.store import StoreError
+    from fmbench.sweepfile import SweepError
+
     try:
         if args.command == "run":
             return _run(args)
@@ -293,7 +289,7 @@ def _command(args) -> int:
         if args.command == "repair":
             return _repair(args)
         if args.command == "list":
-            return _list()
+            return _list(args)
         if args.command == "compare":
             return _compare(args)
         if args.command == "baseline":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from fmbench.analysis import exact_error, labels, method_of, pareto_front, performance_rows  # noqa: E402
+from fmbench.analysis import labels, method_of, panel_metric, pareto_front, performance_rows  # noqa: E402
 from fmbench.files import atomic_writer  # noqa: E402
 from fmcore.solvers import METHODS  # noqa: E402
 
@@ -39,9 +40,26 @@ def colour_key(frame: pd.DataFrame) -> pd.Series:
     return pd.Series([lab.replace(f"[{g}]", "") for lab, g in zip(label, grid, strict=True)], index=frame.index)
 
 
-COLOURS = (sns.color_palette("tab10", 10) + sns.color_palette("Dark2", 8) + sns.color_palette("Set1", 9)
-           + sns.color_palette("tab20b", 20)[::2] + sns.color_palette("tab20c", 20)[::4])
-"""The qualitative colours a method's colour is taken from, by its position in the method registry."""
+COLOUR_DISTANCE = 0.15
+"""Two method colours differ by at least this (Euclidean, in RGB from 0 to 1): closer ones are hard to tell apart."""
+
+
+def _distinct(candidates) -> list[tuple]:
+    """The candidates in order, without greys and without any within :data:`COLOUR_DISTANCE` of an earlier one."""
+    kept: list[tuple] = []
+    for colour in candidates:
+        if max(colour) - min(colour) > 0.15 and all(
+                math.dist(colour, other) > COLOUR_DISTANCE for other in kept):
+            kept.append(tuple(colour))
+    return kept
+
+
+COLOURS = _distinct(sns.color_palette("tab10", 10) + sns.color_palette("tab20", 20)[1::2]
+                    + sns.color_palette("Dark2", 8) + sns.color_palette("Set1", 9) + sns.color_palette("tab20b", 20)
+                    + sns.color_palette("tab20c", 20) + sns.color_palette("Set2", 8) + sns.color_palette("Paired", 12))
+"""The qualitative colours a method's colour is taken from, by its position in the method registry: tab10's nine
+hues for the first nine methods, their light tints for the next nine, then other palettes' colours that differ from
+all before them (43 in all; tab10's and Dark2's greys once gave dopri5 and euler_ancestral the same grey)."""
 SHADES = (0.0, -0.35, 0.45, -0.6, 0.7)
 """How variants of one method (its diffusions, fields, learned models) are told apart: mixed towards black (< 0) or
 white (> 0) by this much, in the variants' sorted order."""
@@ -103,33 +121,88 @@ def _legend(figure, colours: dict, grids, dtypes) -> None:
     figure.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
 
 
+DTYPE_AGREEMENT = 0.01
+"""A float32 line is drawn only where it differs from the float64 line of the same method and grid by more than this
+(relative, at some NFE): elsewhere it would hide under it and double the legend for nothing."""
+
+
+def _lines_that_differ(panel: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """``panel``'s rows without the float32 lines that agree with their float64 line to :data:`DTYPE_AGREEMENT` at
+    every NFE both ran, and how many lines were left out."""
+    keep, dropped = [], 0
+    for _, line in panel.groupby(["key", "grid"], sort=True):
+        means = line.groupby(["dtype", "nfe"])["y"].mean()
+        if {"float32", "float64"} <= set(line["dtype"]):
+            both = pd.concat([means["float32"], means["float64"]], axis=1, join="inner")
+            if len(both) and float((both.iloc[:, 0] / both.iloc[:, 1] - 1).abs().max()) <= DTYPE_AGREEMENT:
+                line, dropped = line[line["dtype"] != "float32"], dropped + 1
+        keep.append(line)
+    return (pd.concat(keep) if keep else panel), dropped
+
+
+def _panel_values(panel: pd.DataFrame, metric: str | None) -> tuple[pd.DataFrame, str | None, int]:
+    """The panel's rows with the value ``y`` it draws: ``metric``, or the one exact metric of the panel
+    (:func:`~fmbench.analysis.panel_metric`); and how many rows lack it."""
+    name = metric if metric is not None else panel_metric(panel)
+    if name is None or name not in panel:
+        return panel.iloc[:0].assign(y=np.nan), name, len(panel)
+    drawn = panel.assign(y=panel[name])
+    drawn = drawn[drawn["y"] > 0].dropna(subset=["y", "nfe"])
+    return drawn, name, len(panel) - len(drawn)
+
+
 def error_vs_nfe(rows: pd.DataFrame, path: Path, metric: str | None = None, floor: str | None = None) -> Path | None:
-    """log-log error vs NFE (the mean over seeds); ``metric=None`` uses each row's exact metric. A ``floor`` column is
-    drawn as a dotted line."""
-    ok = rows[rows["status"] == "ok"].copy()
-    if ok.empty:
+    """log-log error vs NFE (the mean over seeds), one metric per panel: ``metric``, or each panel's exact metric
+    (:func:`~fmbench.analysis.panel_metric`), named on its axis. float32 is drawn only where it differs from float64
+    (:data:`DTYPE_AGREEMENT`). A ``floor`` column is drawn as a dotted line."""
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty or "nfe" not in ok or (metric is not None and (metric not in ok or not (ok[metric] > 0).any())):
         return None
-    ok["y"] = exact_error(ok)[0] if metric is None else (ok[metric] if metric in ok else np.nan)
-    ok = ok[ok["y"] > 0].dropna(subset=["y", "nfe"])
-    if ok.empty:
-        return None
+    ok = ok.dropna(subset=["nfe"]).copy()
     colours, figure, panels = _styled_panels(ok)
+    drawn_dtypes, left_out = set(), 0
     for axis, target, schedule, panel in panels:
+        panel, name, missing = _panel_values(panel, metric)
+        panel, dropped = _lines_that_differ(panel)
+        left_out += dropped
         for (key, grid, dtype), line in panel.groupby(["key", "grid", "dtype"], sort=True):
             line = line.groupby("nfe", as_index=False)["y"].mean()  # over seeds: their mean, never the luckiest
             axis.plot(line["nfe"], line["y"], color=colours[key], marker=MARKERS.get(grid, "x"),
                       ls=DASHES.get(dtype, ":"), ms=4, lw=1.2)
+            drawn_dtypes.add(dtype)
         if floor and floor in panel and panel[floor].notna().any():
             level = float(panel[floor].median())
             axis.axhline(level, color="black", lw=1.0, ls=":")  # a line, not a band: the data keep the axis
             axis.annotate("floor (exact samples)", (0.02, level), xycoords=("axes fraction", "data"), fontsize=7,
                           va="bottom", color="black")
-        axis.set(xscale="log", yscale="log", title=f"{target} / {schedule}", xlabel="NFE", ylabel=metric or "exact error")
-    _legend(figure, colours, sorted(ok["grid"].unique()), sorted(ok["dtype"].unique()))
-    if metric is None:
-        figure.suptitle("exact error vs NFE: W2 of the exact output law (Gaussian targets) or strong error against a "
-                        "float64 reference (mixtures)", y=1.01, fontsize=9)
+        note = f" ({missing} cells without it)" if missing and metric is None else ""
+        axis.set(xscale="log", yscale="log", title=f"{target} / {schedule}{note}", xlabel="NFE",
+                 ylabel=name or "no exact metric")
+        _nfe_ticks(axis)
+    _legend(figure, colours, sorted(ok["grid"].unique()), sorted(drawn_dtypes))
+    shown = f" float32 is drawn only where it differs from float64 by > {DTYPE_AGREEMENT:.0%}" + (
+        f" ({left_out} float32 line(s) agree and are left out)." if left_out else ".")
+    title = (f"{metric} vs NFE." if metric is not None else
+             "Exact error vs NFE, one metric per panel (its axis): w2_exact_law, the W2 of the exact output law "
+             "(Gaussian targets), or strong_error, the RMS distance to the exact flow / a float64 reference from the "
+             "same noise.")
+    _caption(figure, title + shown)
     return _save(figure, path)
+
+
+def _nfe_ticks(axis) -> None:
+    """Powers of two as plain numbers on a log NFE axis (NFEs between them, such as an adaptive solve's, need no label
+    of their own), and no minor labels on either axis."""
+    axis.xaxis.set_major_locator(ticker.LogLocator(base=2))
+    axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.xaxis.set_minor_locator(ticker.NullLocator())
+    axis.yaxis.set_minor_formatter(ticker.NullFormatter())  # decades only on the error axis: minor labels collide
+
+
+def _caption(figure, text: str) -> None:
+    """``text`` above the panels, wrapped to the figure's width."""
+    width = max(40, int(figure.get_figwidth() * 14))
+    figure.suptitle(textwrap.fill(text, width=width), fontsize=8)
 
 
 def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
@@ -164,25 +237,42 @@ def order_plot(orders: pd.DataFrame, path: Path) -> Path | None:
 
 
 def pareto_plot(rows: pd.DataFrame, path: Path) -> Path | None:
-    """Exact error against wall time per cell, the Pareto front drawn through the non-dominated cells."""
-    ok = rows[(rows["status"] == "ok") & (rows["field"] == "analytic")].copy()
+    """Work-precision: each float64 analytic cell's exact error (one metric per panel, named on its axis) against its
+    wall time — the median of its timed repeats, with their range as an error bar where it has repeats — and the
+    Pareto front through the non-dominated cells."""
+    ok = rows[(rows["status"] == "ok") & (rows["field"] == "analytic") & (rows["dtype"] == "float64")].copy()
     if ok.empty or "wall_s" not in ok:
         return None
-    ok["error"] = exact_error(ok)[0]
-    ok = ok[ok["error"] > 0].dropna(subset=["error", "wall_s"])
+    ok = ok.dropna(subset=["wall_s"])
     if ok.empty:
         return None
     colours, figure, panels = _styled_panels(ok)
+    ranges = "wall_s_max" in ok and ok["wall_s_max"].notna().any()
     for axis, target, schedule, panel in panels:
-        panel = panel[panel["dtype"] == "float64"]
+        panel, name, missing = _panel_values(panel, None)
         for _, row in panel.iterrows():
-            axis.scatter(row["wall_s"], row["error"], color=colours[row["key"]], marker=MARKERS.get(row["grid"], "x"), s=14)
-        front = pareto_front(panel, "error")
+            colour, marker = colours[row["key"]], MARKERS.get(row["grid"], "x")
+            if ranges and pd.notna(row.get("wall_s_max")):
+                spread = [[row["wall_s"] - row["wall_s_min"]], [row["wall_s_max"] - row["wall_s"]]]
+                axis.errorbar(row["wall_s"], row["y"], xerr=spread, color=colour, marker=marker, ms=4, lw=0.8,
+                              capsize=1.5)
+            else:
+                axis.scatter(row["wall_s"], row["y"], color=colour, marker=marker, s=14)
+        front = pareto_front(panel, "y")
         if len(front):
-            axis.step(front["wall_s"], front["error"], where="post", color="black", lw=0.8)
-        axis.set(xscale="log", yscale="log", title=f"{target} / {schedule} (float64)", xlabel="wall time (s)",
-                 ylabel="exact error")
+            axis.step(front["wall_s"], front["y"], where="post", color="black", lw=0.8)
+        note = f", {missing} cells without it" if missing else ""
+        axis.set(xscale="log", yscale="log", title=f"{target} / {schedule} (float64{note})",
+                 xlabel="wall time (s)" + (": median, range of repeats" if ranges else ": single runs"),
+                 ylabel=name or "no exact metric")
+        axis.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 3.0)))  # 1-3 steps, plain numbers
+        axis.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+        axis.xaxis.set_minor_formatter(ticker.NullFormatter())
     _legend(figure, colours, sorted(ok["grid"].unique()), [])
+    _caption(figure, "Work-precision: each cell's exact error against its wall time ("
+             + ("the median of its timed repeats; the bar spans their range" if ranges else
+                "single runs: no repeats, so no spread to show") + "); the black steps are the Pareto front, the "
+             "cells no other cell beats in both time and error.")
     return _save(figure, path)
 
 

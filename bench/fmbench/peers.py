@@ -328,20 +328,24 @@ Heun's own 0.00085–0.012), except DDIM's ``clip_sample``, on by default, which
 # ---------------------------------------------------------------------- registration
 
 for _name, _stages in (("euler", 1), ("midpoint", 2), ("rk4", 4)):
-    register_method(Method(f"peer:flow_matching/{_name}", _flow_matching(_name), stages=_stages, family="peer: flow_matching"))
+    register_method(Method(f"peer:flow_matching/{_name}", _flow_matching(_name), stages=_stages, family="peer: flow_matching",
+                           requires=("flow_matching",)))
 for _name, _stages in (("euler", 1), ("rk4", 4)):
-    register_method(Method(f"peer:torchdyn/{_name}", _torchdyn(_name), stages=_stages, family="peer: torchdyn"))
+    register_method(Method(f"peer:torchdyn/{_name}", _torchdyn(_name), stages=_stages, family="peer: torchdyn",
+                           requires=("torchdyn",)))
 for _name, _stages in (("Euler", 1), ("Heun", 2)):
-    register_method(Method(f"peer:torchode/{_name.lower()}", _torchode(_name), stages=_stages, family="peer: torchode"))
+    register_method(Method(f"peer:torchode/{_name.lower()}", _torchode(_name), stages=_stages, family="peer: torchode",
+                           requires=("torchode",)))
 for _name, _random in (("sample_euler", False), ("sample_heun", False), ("sample_dpmpp_2m", False),
                        ("sample_euler_ancestral", True), ("sample_dpmpp_2m_sde", True)):
     register_method(Method(
         f"peer:k_diffusion/{_name.removeprefix('sample_')}", _k_diffusion(_name), predictions=("data",),
-        needs_schedule=True, start=edm_start_time, random=_random, family="peer: k-diffusion",
+        needs_schedule=True, start=edm_start_time, random=_random, family="peer: k-diffusion", requires=("k_diffusion",),
     ))
 for _name, _scheduler in DIFFUSERS_SCHEDULERS.items():
     register_method(Method(f"peer:diffusers/{_name}", _diffusers(_scheduler), stepping="own_grid",
-                           stages=_scheduler.stages, predictions=("data",), needs_schedule=True, family="peer: diffusers"))
+                           stages=_scheduler.stages, predictions=("data",), needs_schedule=True, family="peer: diffusers",
+                           requires=("diffusers",)))
 
 
 # ---------------------------------------------------------------------- installing the peers beside the pinned torch

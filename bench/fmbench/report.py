@@ -25,6 +25,7 @@ from fmbench.analysis import (
     throughput_table,
     time_ratios,
 )
+from fmbench.compare import LOAD_DIFFERENCE
 from fmbench.files import atomic_writer, write_text
 from fmbench.ranking import USEFUL_FRACTION, answers_at_nfe, method_caveats
 from fmbench.store import export_parquet, load_rows
@@ -44,6 +45,10 @@ def markdown_table(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
     return "\n".join(lines)
 
 
+def _load_text(load) -> str:
+    return ", ".join(f"{value:.2f}" for value in load) + " (1, 5, 15 min)" if load else "not recorded"
+
+
 def _environment_line(environment: dict) -> list[str]:
     if not environment:
         return []
@@ -51,8 +56,30 @@ def _environment_line(environment: dict) -> list[str]:
     dirty = " (dirty)" if environment.get("git_dirty") else ""
     return [f"Commit `{environment.get('git_commit')}`{dirty}; {environment.get('processor')}, {environment.get('cpu_count')} "
             f"CPUs; {environment.get('executor', 'in-process')}, {environment.get('cell_threads')} torch thread(s) per cell; "
-            f"load average at start {environment.get('load_average')}; CUDA: {environment.get('cuda_devices') or 'none'}; "
+            f"load average at start {_load_text(environment.get('load_average'))}; "
+            f"CUDA: {environment.get('cuda_devices') or 'none'}; "
             f"{packages}.", ""]
+
+
+def load_during_run(environment: dict) -> str:
+    """The 1-minute load average at the run's start and end, against what the run itself keeps busy (its cells at
+    once × threads per cell), and a mark where other work started or stopped beside it: then its timings mix two
+    machines' worth of load (:data:`~fmbench.compare.LOAD_DIFFERENCE`, the threshold ``compare`` uses)."""
+    start, end = environment.get("load_average"), environment.get("load_average_end")
+    cpus = environment.get("cpu_count") or 1
+    if not start:
+        return "Load average: not recorded."
+    own = min(cpus, (environment.get("cells_at_once") or 1) * (environment.get("cell_threads") or 1))
+    text = f"1-minute load average {start[0]:.2f} when the run started"
+    if end:
+        text += f" and {end[0]:.2f} when it ended"
+    text += f", on {cpus} CPUs; the run itself keeps about {own} busy."
+    other = None if not end else end[0] - own - start[0]
+    if other is not None and other > LOAD_DIFFERENCE:
+        text += (f" **The load changed during the run:** other work kept about {other:.1f} more CPU(s) busy at its end "
+                 "than at its start, so its timings mix an idle and a loaded machine (time ratios within the run are "
+                 "steadier than times; rerun for clean ones).")
+    return text
 
 
 def _early_stops(ok: pd.DataFrame) -> pd.DataFrame:
@@ -258,13 +285,13 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figure_paths if p is not None] + [""]
 
     ratios = time_ratios(rows)
-    load = environment.get("load_average")
-    load = ", ".join(f"{value:.2f}" for value in load) + " (1, 5, 15 min)" if load else "not recorded"
-    lines += ["## Timing", "",
-              f"Load average when the run started: {load} on {environment.get('cpu_count')} CPUs. Times are single runs "
-              "unless the cell asked for timed repeats; they are shown as time per NFE relative to Euler on the same "
-              "target, schedule, dtype and device, measured in the same run, which is steadier than a time.", "",
-              markdown_table(ratios), ""]
+    repeats = "wall_s_max" in ok and ok["wall_s_max"].notna().any()
+    lines += ["## Timing", "", load_during_run(environment), "",
+              ("Times are the median of each cell's timed repeats after its scored run (the repeats' spread is "
+               "(max − min) / median, median over a method's cells)" if repeats else
+               "Times are single runs (the preset asked for no timed repeats: a difference below 2× may be noise)")
+              + "; shown as time per NFE relative to Euler on the same target, schedule, dtype and device, measured "
+              "in the same run, which is steadier than a time.", "", markdown_table(ratios), ""]
     lines += _performance_section(rows, environment, out)
     for title, frame in (("Failed cells", failed), ("Skipped cells", skipped)):
         if len(frame):

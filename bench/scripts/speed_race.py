@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import fmbench  # noqa: F401 — registers the peer adapters
+import fmbench.peers  # noqa: F401 — registers the peer adapters
 import pandas as pd
 import torch
 from fmbench.report import markdown_table

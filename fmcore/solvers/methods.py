@@ -7,6 +7,7 @@ method's name or family. Adding a method is one :func:`register_method` call in 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -68,7 +69,9 @@ class Method:
     that do not depend on x, and computes in the state's dtype (a user's multistep or exponential integrator, say):
     with no ``exact_law`` of its own its law is read off its own float64 run by probing
     (:data:`~fmcore.solvers.laws.PROBED`), which refuses a method that is not; ``caveat``: what a reader of its
-    results must know (a superconvergence, a known bias), stated beside its rows in reports.
+    results must know (a superconvergence, a known bias), stated beside its rows in reports; ``requires``: the
+    modules it imports when it runs beyond the library's own (a peer's library), which listings check without
+    importing them (:meth:`missing`).
     """
 
     name: str
@@ -87,6 +90,7 @@ class Method:
     exact_law: LawRecursion | None = None
     affine: bool = False
     caveat: str = ""
+    requires: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.affine and self.exact_law is None:
@@ -102,6 +106,11 @@ class Method:
             raise ValueError(f"method {self.name!r}: unknown predictions {sorted(unknown)}; valid: {PREDICTIONS}")
         if isinstance(self.random, str) and self.random not in self.options:
             raise ValueError(f"method {self.name!r}: random names option {self.random!r}, which it does not declare")
+
+    def missing(self) -> list[str]:
+        """The modules of :attr:`requires` that are not installed here (found by ``importlib.util.find_spec``, which
+        imports nothing but a parent package)."""
+        return [module for module in self.requires if importlib.util.find_spec(module) is None]
 
     @property
     def takes_steps(self) -> bool:

@@ -1,6 +1,9 @@
 """The harness: grid expansion, a sweep that resumes and records failures, the report."""
 
 import math
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -218,16 +221,49 @@ def test_the_timing_table_shows_the_repeats_spread():
     assert "repeats' spread" not in time_ratios(rows.drop(columns=["wall_s_min", "wall_s_max"]))
 
 
-@pytest.mark.parametrize("end, marked", [(1.3, False), (2.2, True)])
-def test_the_report_marks_a_load_that_changed_beside_the_run(end, marked):
-    """Started at load 0.3, the run itself keeps one CPU busy: an end at 1.3 is its own load, 2.2 is other work."""
+@pytest.mark.parametrize("other, mark", [([0.01, 0.02, 0.0, 0.03, 0.1] * 4, None),
+                                         ([0.01] * 10 + [1.0] * 10, "The load changed during the run"),
+                                         ([0.97, 1.0, 0.98, 1.01] * 5, "The machine was busy throughout the run")])
+def test_the_report_says_what_ran_beside_the_cells(other, mark):
+    """Per-cell loads weighted by the cells' times, over the run and over five consecutive parts of it."""
     from fmbench.report import load_during_run
 
-    text = load_during_run({"load_average": [0.3, 0.2, 0.1], "load_average_end": [end, 0.5, 0.2], "cpu_count": 2,
-                            "cells_at_once": 1, "cell_threads": 1})
-    assert text.startswith(f"1-minute load average 0.30 when the run started and {end:.2f} when it ended")
-    assert ("The load changed during the run" in text) is marked
+    rows = pd.DataFrame({"other_cpu_load": other, "cell_s": 0.5})
+    text = load_during_run({"load_average": [0.3, 0.2, 0.1], "load_average_end": [1.3, 0.5, 0.2], "cpu_count": 2},
+                           rows)
+    assert text.startswith("1-minute load average 0.30 when the run started and 1.30 when it ended, on 2 CPUs.")
+    assert f"kept {sum(other) / len(other):.2f} CPU(s) busy on average" in text and "5 consecutive parts" in text
+    assert ("**" in text) is (mark is not None) and (mark is None or mark in text)
     assert load_during_run({}) == "Load average: not recorded."
+
+
+def test_other_load_is_the_machines_busy_time_less_this_processs(monkeypatch):
+    import fmbench.timing as timing
+
+    readings = iter([100.0, 103.0])  # the machine's busy CPU-seconds at the start and the end
+    clocks = iter([10.0, 11.0])  # this process's CPU-seconds
+    walls = iter([0.0, 2.0])
+    monkeypatch.setattr(timing, "busy_cpu_seconds", lambda: next(readings))
+    monkeypatch.setattr(timing.time, "process_time", lambda: next(clocks))
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(walls))
+    assert timing.OtherLoad().stop() == pytest.approx((3.0 - 1.0) / 2.0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/stat")
+def test_other_load_sees_one_busy_process():
+    """Beside a process that spins for the whole measurement, other processes keep at least half a CPU busy (a full
+    one on an idle machine of two or more CPUs; the bound leaves room for a loaded test machine)."""
+    from fmbench.timing import OtherLoad
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with OtherLoad() as load:
+            time.sleep(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert load.cpus is not None and load.cpus > 0.5
 
 
 def test_a_float32_line_is_drawn_only_where_it_differs_from_float64():

@@ -16,10 +16,13 @@ threshold (at most 32 MiB) to the kernel when it is freed, so a closed form's 50
 float32) is new memory on every call. :func:`use_heap_reuse` keeps freed blocks in the heap instead (glibc's
 ``mallopt``: no mmap for large blocks, no trimming of the heap's top), so the next call's output reuses pages that are
 already mapped: the velocity above took 1.8× the machine's copy time for the bytes it touches with it, against 2.6×
-with huge pages alone and 6.9× with neither (2-core EPYC, best of 20; ``bench/suites/bench_exact_laws.py``). The cost
-is that a process does not give freed memory back to the system before it exits: its resident size stays at its
-peak, which for a cell's worker is the cell's own peak. ``import fmbench`` before torch turns it on unless the
-environment sets either of glibc's variables for it (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``: then they rule),
+with huge pages alone and 6.9× with neither (a 2-core Intel Xeon VM, best of 20; ``bench/suites/bench_exact_laws.py``). The cost
+is memory: freed memory stays resident until :func:`release_freed_memory` (the harness calls it after every cell),
+and the heap first grows by a few blocks before it reuses them (an aligned request does not fit a freed block of its
+own size until freed neighbours merge: a loop allocating 64 MB per iteration grew by 8 blocks, 512 MB, before it
+settled). The default sweep took 71–73 s with it against 92–98 s without, at a peak resident size of 825 MB
+against 690 MB. ``import fmbench`` before torch turns it on unless the environment sets either of glibc's variables
+for it (``MALLOC_MMAP_MAX_``, ``MALLOC_TRIM_THRESHOLD_``: then they rule),
 exports them for its child processes, and a run records them; it does nothing where the C library is not glibc.
 """
 
@@ -30,7 +33,7 @@ import os
 import sys
 
 __all__ = ["HUGE_PAGES", "HEAP_REUSE", "use_huge_pages", "huge_pages_setting", "use_heap_reuse", "set_heap_reuse",
-           "heap_reuse_setting"]
+           "heap_reuse_setting", "release_freed_memory"]
 
 HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"
 """PyTorch's switch for huge-page-aligned CPU allocations (read when it first allocates a large block)."""
@@ -87,3 +90,12 @@ def heap_reuse_setting() -> str | None:
     defaults)."""
     shown = [f"{name}={os.environ[name]}" for name in HEAP_REUSE if name in os.environ]
     return " ".join(shown) or None
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free memory back to the system (glibc's ``malloc_trim(0)``; nothing elsewhere): the harness
+    calls it after each cell, so that heap reuse keeps pages within a cell's loops but a run does not hold one cell's
+    freed memory into the next."""
+    library = _glibc()
+    if library is not None and hasattr(library, "malloc_trim"):
+        library.malloc_trim(0)

@@ -189,7 +189,8 @@ def pareto_front(frame: pd.DataFrame, error: str, cost: str = "wall_s") -> pd.Da
 def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
     """Time per NFE of each method relative to ``reference`` on the same target, schedule, dtype and device, in the
     same run (a ratio survives a slow machine better than a time): median over the cells of each method; with timed
-    repeats, the repeats' spread ``(max − min) / median`` too (median over the cells)."""
+    repeats, the repeats' spread ``(max − min) / median`` too (median over the cells), and the CPUs other processes
+    kept busy beside the method's cells (``other_cpu_load``, averaged over them weighted by their times)."""
     if "wall_s" not in rows:
         return pd.DataFrame()
     ok = rows[(rows["status"] == "ok") & rows["wall_s"].notna() & (rows["nfe"] > 0)].copy()
@@ -206,7 +207,12 @@ def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
     if "wall_s_max" in ok and ok["wall_s_max"].notna().any():  # timed repeats: how far apart they were
         ok["spread"] = (ok["wall_s_max"] - ok["wall_s_min"]) / ok["wall_s"]
         columns["repeats' spread"] = ("spread", "median")
-    return ok.groupby(["device", "dtype", "label"], as_index=False).agg(**columns)
+    table = ok.groupby(["device", "dtype", "label"], as_index=False).agg(**columns)
+    if {"other_cpu_load", "cell_s"} <= set(ok) and ok["other_cpu_load"].notna().any():  # what else ran beside them
+        ok["other_cpu_s"] = ok["other_cpu_load"] * ok["cell_s"]
+        sums = ok.groupby(["device", "dtype", "label"], as_index=False)[["other_cpu_s", "cell_s"]].sum()
+        table["other CPUs busy"] = (sums["other_cpu_s"] / sums["cell_s"]).to_numpy()
+    return table
 
 
 def performance_rows(rows: pd.DataFrame) -> pd.DataFrame:

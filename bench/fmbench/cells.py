@@ -48,13 +48,14 @@ from pathlib import Path
 
 import torch
 
+from fmbench.allocator import release_freed_memory
 from fmbench.calibration import calibration_seconds
 from fmbench.execution import prepare
 from fmbench.faults import fault_of, time_limit
 from fmbench.peers import PeerUnavailable
 from fmbench.plugins import load_plugin
 from fmbench.roofline import velocity_cost
-from fmbench.timing import synchronize
+from fmbench.timing import OtherLoad, synchronize
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.exact import exact_output_law, has_exact_law
 from fmcore.grids import get_grid
@@ -268,7 +269,7 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
     row = {**spec_row(spec), "threads": context.threads, "time_limit_s": context.time_limit_s}
     if spec.device.startswith("cuda") and not torch.cuda.is_available():
         return {**row, "status": "skipped", "error": "no CUDA device on this machine", "cell_s": 0.0}
-    started = time.perf_counter()
+    started, other_load = time.perf_counter(), OtherLoad()
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(context.threads)
     try:
@@ -308,7 +309,9 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
                    traceback=traceback.format_exc(limit=3))
     finally:
         torch.set_num_threads(previous_threads)
+        release_freed_memory()  # heap reuse (fmbench.allocator) within the cell, not into the next one
     row["cell_s"] = time.perf_counter() - started
+    row["other_cpu_load"] = other_load.stop()  # CPUs other processes kept busy meanwhile (fmbench.timing.OtherLoad)
     return row
 
 

@@ -120,9 +120,7 @@ def _terminate(signum, frame) -> None:
 
 
 def _run(args) -> int:
-    from fmbench.report import write_report
-    from fmbench.sweep import open_executor, run_sweep
-    from fmbench.sweepfile import check_cells, expand, load_sweep
+    from fmbench.sweepfile import check_cells, expand, load_sweep  # the checks first: the report's stack after
 
     if args.workers < 1:
         return _error(f"--workers must be ≥ 1, got {args.workers}")
@@ -145,6 +143,9 @@ def _run(args) -> int:
         workers = args.workers if args.dask is None else 1
         print(estimate_sweep(cells, saved_cells(out), threads=args.threads, workers=workers))
         return EXIT_OK
+    from fmbench.report import write_report
+    from fmbench.sweep import open_executor, run_sweep
+
     with open_executor(args.workers, args.dask, time_limit_s) as (executor, description, parallelism):
         outcome = run_sweep(cells, out, executor=executor, progress=not args.quiet, force=args.force,
                             cache_dir=args.cache, threads=args.threads, executor_description=description,

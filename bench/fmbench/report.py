@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fmbench import figures
@@ -61,25 +62,44 @@ def _environment_line(environment: dict) -> list[str]:
             f"{packages}.", ""]
 
 
-def load_during_run(environment: dict) -> str:
-    """The 1-minute load average at the run's start and end, against what the run itself keeps busy (its cells at
-    once × threads per cell), and a mark where other work started or stopped beside it: then its timings mix two
-    machines' worth of load (:data:`~fmbench.compare.LOAD_DIFFERENCE`, the threshold ``compare`` uses)."""
+LOAD_WINDOWS = 5
+"""The run is cut into this many consecutive parts (in row order, equal in cell count) to tell whether the load
+changed during it: a single cell is too short to measure at /proc/stat's 10 ms resolution, a fifth of a run is not."""
+
+
+def load_during_run(environment: dict, rows: pd.DataFrame | None = None) -> str:
+    """What else ran beside the cells: the CPUs other processes kept busy while they ran (``other_cpu_load`` per cell,
+    :class:`fmbench.timing.OtherLoad`), averaged over the run and over each of :data:`LOAD_WINDOWS` consecutive parts
+    of it weighted by the cells' times. Marked where the parts differ by more than
+    :data:`~fmbench.compare.LOAD_DIFFERENCE` (the threshold ``compare`` uses: then the load changed during the run and
+    its timings mix an idle and a loaded machine), or where the run's average exceeds it (a busy machine
+    throughout). The 1-minute load average at the run's start and end is given beside it; it lags, and counts the
+    run's own processes."""
     start, end = environment.get("load_average"), environment.get("load_average_end")
-    cpus = environment.get("cpu_count") or 1
-    if not start:
-        return "Load average: not recorded."
-    own = min(cpus, (environment.get("cells_at_once") or 1) * (environment.get("cell_threads") or 1))
-    text = f"1-minute load average {start[0]:.2f} when the run started"
-    if end:
-        text += f" and {end[0]:.2f} when it ended"
-    text += f", on {cpus} CPUs; the run itself keeps about {own} busy."
-    other = None if not end else end[0] - own - start[0]
-    if other is not None and other > LOAD_DIFFERENCE:
-        text += (f" **The load changed during the run:** other work kept about {other:.1f} more CPU(s) busy at its end "
-                 "than at its start, so its timings mix an idle and a loaded machine (time ratios within the run are "
-                 "steadier than times; rerun for clean ones).")
+    text = (f"1-minute load average {start[0]:.2f} when the run started" + (f" and {end[0]:.2f} when it ended" if end
+            else "") + f", on {environment.get('cpu_count')} CPUs." if start else "Load average: not recorded.")
+    if rows is None or "other_cpu_load" not in rows or "cell_s" not in rows:
+        return text
+    measured = rows.dropna(subset=["other_cpu_load", "cell_s"])
+    if measured.empty or measured["cell_s"].sum() <= 0:
+        return text
+    bounds = np.linspace(0, len(measured), min(LOAD_WINDOWS, len(measured)) + 1).astype(int)
+    parts = [measured.iloc[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    parts = [part for part in parts if part["cell_s"].sum() > 0]
+    averages = [_time_weighted_load(part) for part in parts]
+    overall = _time_weighted_load(measured)
+    text += (f" Beside the cells, other processes kept {overall:.2f} CPU(s) busy on average (measured per cell from "
+             f"/proc/stat; over the run's {len(parts)} consecutive parts: {', '.join(f'{a:.2f}' for a in averages)}).")
+    if max(averages) - min(averages) > LOAD_DIFFERENCE:
+        text += (" **The load changed during the run:** its timings mix an idle and a loaded machine (ratios between "
+                 "cells timed under the same load are steadier; rerun for clean times).")
+    elif overall > LOAD_DIFFERENCE:
+        text += " **The machine was busy throughout the run:** its times are those of a loaded machine."
     return text
+
+
+def _time_weighted_load(rows: pd.DataFrame) -> float:
+    return float((rows["other_cpu_load"] * rows["cell_s"]).sum() / rows["cell_s"].sum())
 
 
 def _early_stops(ok: pd.DataFrame) -> pd.DataFrame:
@@ -286,7 +306,7 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
 
     ratios = time_ratios(rows)
     repeats = "wall_s_max" in ok and ok["wall_s_max"].notna().any()
-    lines += ["## Timing", "", load_during_run(environment), "",
+    lines += ["## Timing", "", load_during_run(environment, ok), "",
               ("Times are the median of each cell's timed repeats after its scored run (the repeats' spread is "
                "(max − min) / median, median over a method's cells)" if repeats else
                "Times are single runs (the preset asked for no timed repeats: a difference below 2× may be noise)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -99,3 +100,26 @@ def test_a_closed_pipe_ends_the_listing_quietly():
     shown = subprocess.run(f"{sys.executable} -m fmbench list | head -1", shell=True, capture_output=True, text=True,
                            timeout=120)
     assert shown.stdout.startswith("targets") and "Traceback" not in shown.stderr and "BrokenPipe" not in shown.stderr
+
+
+def test_reading_a_run_imports_no_torch():
+    """``compare`` (and the store it reads with) needs pandas, not the numerical stack: the run's cells are
+    :class:`fmbench.cellspec.CellSpec`, its files fmcore's small helpers, whose package loads its face lazily."""
+    baseline = str(Path(__file__).resolve().parents[1] / "results" / "baselines" / "ci")
+    shown = _python("import sys\nfrom fmbench.cli import main\n"
+                    f"status = main(['compare', {baseline!r}, {baseline!r}])\n"
+                    "print(status, sorted(m for m in ('torch', 'fmcore.solvers', 'matplotlib') if m in sys.modules))")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_fmcores_face_loads_on_first_use():
+    shown = _python("import sys, fmcore\nbefore = 'torch' in sys.modules\nfmcore.get_target('gaussian')\n"
+                    "from fmcore.solvers import METHODS\nprint(before, 'torch' in sys.modules, 'seed000_sde' in METHODS, "
+                    "'get_target' in dir(fmcore))")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.split() == ["False", "True", "True", "True"]
+    import fmcore
+
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        fmcore.no_such_name  # noqa: B018

@@ -37,19 +37,18 @@ in the row (``threads``).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import statistics
 import time
 import traceback
 from dataclasses import asdict, dataclass
-from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import torch
 
 from fmbench.allocator import release_freed_memory
 from fmbench.calibration import calibration_seconds
+from fmbench.cellspec import CellSpec
 from fmbench.execution import prepare
 from fmbench.faults import fault_of, time_limit
 from fmbench.peers import PeerUnavailable
@@ -78,55 +77,6 @@ AUTOCAST = {"bfloat16": torch.bfloat16}
 float32. Learned fields only: the closed forms' log-sum-exp and whitening, and an ODE state whose per-step
 increment is below bfloat16's resolution (2⁻⁸ relative), are not meaningful in bfloat16."""
 SLICED_PROJECTIONS = 128
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """Everything that defines one measurement. ``field`` is ``"analytic"`` or ``"learned:<objective>"``."""
-
-    target: str
-    schedule: str
-    method: str
-    target_params: dict = dataclass_field(default_factory=dict)
-    schedule_params: dict = dataclass_field(default_factory=dict)
-    field: str = "analytic"
-    steps: int | None = None
-    grid: str = "uniform"
-    rtol: float | None = None
-    atol: float | None = None
-    diffusion: str | None = None
-    diffusion_params: dict = dataclass_field(default_factory=dict)
-    device: str = "cpu"
-    dtype: str = "float64"
-    seed: int = 0
-    n: int = 2000
-    train_steps: int = 2000
-    timing_repeats: int = 0
-    execution: str = "eager"
-    method_params: dict = dataclass_field(default_factory=dict)
-    grid_params: dict = dataclass_field(default_factory=dict)
-
-    def key(self) -> str:
-        """A stable hash of the spec: the cell's identity for resuming a sweep and comparing runs. Fields added
-        after the first baselines (``execution``, ``method_params``, ``grid_params``) enter the hash only when they
-        differ from their default, so those baselines' cells keep their identity."""
-        spec = asdict(self)
-        for name, default in _LATER_FIELDS.items():
-            if spec[name] == default:
-                del spec[name]
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
-
-    def as_dict(self) -> dict:
-        """The normalised spec, as recorded in ``sweep.json``."""
-        return asdict(self)
-
-    def learned_objective(self) -> str | None:
-        """``"cfm"`` for ``field = "learned:cfm"``; None for the analytic field."""
-        kind, _, objective = self.field.partition(":")
-        return objective if kind == "learned" else None
-
-
-_LATER_FIELDS = {"execution": "eager", "method_params": {}, "grid_params": {}}
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,15 @@ def _terminate(signum, frame) -> None:
 
 
 def _run(args) -> int:
+    from fmbench.sweepfile import SweepError
+
+    try:
+        return _run_checked(args)
+    except SweepError as error:
+        return _error(str(error))
+
+
+def _run_checked(args) -> int:
     from fmbench.sweepfile import check_cells, expand, load_sweep  # the checks first: the report's stack after
 
     if args.workers < 1:
@@ -278,9 +287,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args) -> int:
-    from fmbench.files import RunLockedError, UnsafePathError
+    from fmbench.files import RunLockedError, UnsafePathError  # light: a reading command loads no torch
     from fmbench.store import StoreError
-    from fmbench.sweepfile import SweepError
 
     try:
         if args.command == "run":
@@ -301,7 +309,7 @@ def _command(args) -> int:
             install(args.pip_args)
             return EXIT_OK
         return _export(args)
-    except (SweepError, UnsafePathError) as error:
+    except UnsafePathError as error:
         return _error(str(error))
     except (StoreError, RunLockedError) as error:
         return _error(str(error), EXIT_STORE)

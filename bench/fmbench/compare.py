@@ -40,7 +40,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmbench.cells import CellSpec
+from fmbench.cellspec import CellSpec
 from fmbench.store import load_rows
 
 COUNTS = ("nfe",)

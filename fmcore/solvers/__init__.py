@@ -32,3 +32,5 @@ __all__ = [
     "register_tableau",
     "sample",
 ]
+
+from .. import reproductions  # noqa: E402, F401 — registers the reproduced samplers (seed000_sde, pg_ei, pg_ddpm) last

@@ -29,6 +29,7 @@ exports them for its child processes, and a run records them; it does nothing wh
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -58,8 +59,9 @@ _GLIBC_DEFAULTS = {"MALLOC_MMAP_MAX_": 65536, "MALLOC_TRIM_THRESHOLD_": 128 * 10
 _MALLOPT_OPTION = {"MALLOC_MMAP_MAX_": -4, "MALLOC_TRIM_THRESHOLD_": -1}  # M_MMAP_MAX, M_TRIM_THRESHOLD (malloc.h)
 
 
+@functools.cache
 def _glibc():
-    """The process's C library where it is glibc (it has ``mallopt``), else None."""
+    """The process's C library where it is glibc (it has ``mallopt``), else None (looked up once per process)."""
     library = ctypes.CDLL(None)
     return library if hasattr(library, "gnu_get_libc_version") and hasattr(library, "mallopt") else None
 

@@ -186,6 +186,11 @@ def pareto_front(frame: pd.DataFrame, error: str, cost: str = "wall_s") -> pd.Da
     return pd.DataFrame(front)
 
 
+def has_timed_repeats(rows: pd.DataFrame) -> bool:
+    """Whether some row's time is the median of timed repeats (it then has their range, ``wall_s_min`` … ``wall_s_max``)."""
+    return "wall_s_max" in rows and bool(rows["wall_s_max"].notna().any())
+
+
 def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
     """Time per NFE of each method relative to ``reference`` on the same target, schedule, dtype and device, in the
     same run (a ratio survives a slow machine better than a time): median over the cells of each method; with timed
@@ -204,7 +209,7 @@ def time_ratios(rows: pd.DataFrame, reference: str = "euler") -> pd.DataFrame:
     ok["time per NFE / euler"] = ok["s_per_nfe"] / ok["reference"]
     columns = {"time per NFE / euler": ("time per NFE / euler", "median"), "cells": ("cell", "count"),
                "median µs per NFE": ("s_per_nfe", lambda s: 1e6 * s.median())}
-    if "wall_s_max" in ok and ok["wall_s_max"].notna().any():  # timed repeats: how far apart they were
+    if has_timed_repeats(ok):  # how far apart the repeats were
         ok["spread"] = (ok["wall_s_max"] - ok["wall_s_min"]) / ok["wall_s"]
         columns["repeats' spread"] = ("spread", "median")
     table = ok.groupby(["device", "dtype", "label"], as_index=False).agg(**columns)

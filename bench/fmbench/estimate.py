@@ -10,12 +10,12 @@ that measured it (``calibration_s``, :mod:`fmbench.calibration`). A cell to run 
 3. else it is counted as not estimated.
 
 Each measured cost is first divided by its own row's calibration time (a cost in calibration units, comparable across
-the machines the baselines were measured on), then multiplied by this machine's calibration time (measured here, about
-0.1 s), and the total divided over the workers; the unscaled sum is given beside it, since a 0.1 s calibration is
-itself noisy (the committed default and ci baselines, measured hours apart on the same kind of VM, recorded 59 and
-15 ms). Cells already saved ``ok`` in the run directory are not run again.
-The estimate is of the cells alone — process start-up, model training and the report come on top — and says how many
-cells each way went into it: a guide, not a promise.
+the machines the baselines were measured on), then multiplied by this machine's calibration time (measured here: the
+median of 7 repeats, about 0.1 s in all), and the total divided over the workers; the unscaled sum is given beside
+it, since that short calibration is itself noisy (an earlier default baseline recorded 59 ms where the ci baseline,
+measured hours before on the same kind of VM, recorded 15 ms). Cells already saved ``ok`` in the run directory are
+not run again. The estimate is of the cells alone — process start-up, model training and the report come on top — and
+says how many cells each way went into it: a guide, not a promise.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from fmbench.calibration import calibration_seconds
-from fmbench.cells import CellSpec
+from fmbench.cellspec import CellSpec
 from fmbench.store import load_rows
 
 __all__ = ["BASELINES_DIR", "SweepEstimate", "estimate_sweep", "measured_costs", "saved_cells"]
@@ -88,16 +88,17 @@ def estimate_sweep(cells: list[CellSpec], saved: set[str], threads: int = 1, wor
     """The estimate for ``cells``, of which those whose key is in ``saved`` are done; ``costs`` as
     :func:`measured_costs` (read from the committed baselines by default)."""
     costs = measured_costs() if costs is None else costs
-    to_run = [cell for cell in cells if cell.key() not in saved]
-    models = {(cell.target, cell.schedule, cell.field) for cell in to_run if cell.learned_objective()}
+    keyed = [(cell, cell.key()) for cell in cells]  # each spec hashed once
+    to_run = [(cell, key) for cell, key in keyed if key not in saved]
+    models = {(cell.target, cell.schedule, cell.field) for cell, _ in to_run if cell.learned_objective()}
     if costs.empty:
         return SweepEstimate(len(cells), len(cells) - len(to_run), 0, 0, len(to_run), 0.0, 0.0, 0.0, len(models), workers)
     by_cell = costs.groupby("cell")[["cost", "cell_s"]].median()
     by_method = costs.groupby(["method", "n", "field"])[["cost", "cell_s"]].median()
     units, seconds, measured, similar = 0.0, 0.0, 0, 0
-    for cell in to_run:
-        if cell.key() in by_cell.index:
-            found, measured = by_cell.loc[cell.key()], measured + 1
+    for cell, key in to_run:
+        if key in by_cell.index:
+            found, measured = by_cell.loc[key], measured + 1
         elif (cell.method, cell.n, cell.field) in by_method.index:
             found, similar = by_method.loc[(cell.method, cell.n, cell.field)], similar + 1
         else:

@@ -25,7 +25,14 @@ import torch  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from fmbench.analysis import labels, method_of, panel_metric, pareto_front, performance_rows  # noqa: E402
+from fmbench.analysis import (  # noqa: E402
+    has_timed_repeats,
+    labels,
+    method_of,
+    panel_metric,
+    pareto_front,
+    performance_rows,
+)
 from fmbench.files import atomic_writer  # noqa: E402
 from fmcore.solvers import METHODS  # noqa: E402
 
@@ -247,7 +254,7 @@ def pareto_plot(rows: pd.DataFrame, path: Path) -> Path | None:
     if ok.empty:
         return None
     colours, figure, panels = _styled_panels(ok)
-    ranges = "wall_s_max" in ok and ok["wall_s_max"].notna().any()
+    ranges = has_timed_repeats(ok)
     for axis, target, schedule, panel in panels:
         panel, name, missing = _panel_values(panel, None)
         for _, row in panel.iterrows():

@@ -20,6 +20,7 @@ from fmbench import figures
 from fmbench.analysis import (
     asymptotic_orders,
     execution_speedups,
+    has_timed_repeats,
     labels,
     learned_crossover,
     roofline_fractions,
@@ -305,10 +306,9 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
     lines += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figure_paths if p is not None] + [""]
 
     ratios = time_ratios(rows)
-    repeats = "wall_s_max" in ok and ok["wall_s_max"].notna().any()
     lines += ["## Timing", "", load_during_run(environment, ok), "",
               ("Times are the median of each cell's timed repeats after its scored run (the repeats' spread is "
-               "(max − min) / median, median over a method's cells)" if repeats else
+               "(max − min) / median, median over a method's cells)" if has_timed_repeats(ok) else
                "Times are single runs (the preset asked for no timed repeats: a difference below 2× may be noise)")
               + "; shown as time per NFE relative to Euler on the same target, schedule, dtype and device, measured "
               "in the same run, which is steadier than a time.", "", markdown_table(ratios), ""]

@@ -543,9 +543,7 @@ def _run_locked(cells, out, executor, progress, cache_dir, threads, executor_des
         previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)  # training, like the cells, uses the threads asked for
         try:
-            at_once = 1 if executor is None else parallelism or getattr(executor, "_max_workers", None) or os.cpu_count()
-            record = {**environment(threads, executor_description), "cells_at_once": at_once,
-                      "cache_dir": str(cache_dir), "plugins": list(plugins),
+            record = {**environment(threads, executor_description), "cache_dir": str(cache_dir), "plugins": list(plugins),
                       "time_limit_s": time_limit_s, "code": code, "peaks": device_peaks(cells)}
             write_text(out / "environment.json", json.dumps(record, indent=2))
             training_failures = _pretrain(pending, cache_dir, say, progress)

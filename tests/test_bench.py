@@ -165,18 +165,28 @@ def test_a_method_has_one_colour_in_every_figure_whatever_else_is_present():
 
 
 def test_method_colours_are_told_apart():
-    """Every pair among the first 43 registered methods (the suite's own, the reproductions, the first peers) is at
-    least COLOUR_DISTANCE apart in RGB, and none is a grey."""
+    """Every pair of the 48 registered methods (the suite's own, the reproductions, the peers) is more than
+    COLOUR_DISTANCE apart in CIELAB (ΔE), and none is a grey."""
     import itertools
 
-    from fmbench.figures import COLOUR_DISTANCE, method_colour
+    from fmbench.figures import COLOUR_DISTANCE, colour_difference, method_colour
 
     from fmcore.solvers import METHODS
 
-    colours = {name: method_colour(name) for name in list(METHODS)[:43]}
+    colours = {name: method_colour(name) for name in list(METHODS)[:48]}
+    assert len(colours) == 48
     assert all(max(colour) - min(colour) > 0.15 for colour in colours.values())
-    closest = min(math.dist(colours[a], colours[b]) for a, b in itertools.combinations(colours, 2))
+    closest = min(colour_difference(colours[a], colours[b]) for a, b in itertools.combinations(colours, 2))
     assert closest > COLOUR_DISTANCE
+
+
+@pytest.mark.parametrize("rgb, lab", [((1.0, 1.0, 1.0), (100.0, 0.0, 0.0)), ((1.0, 0.0, 0.0), (53.24, 80.09, 67.20)),
+                                      ((0.0, 0.0, 1.0), (32.30, 79.19, -107.86)), ((0.5, 0.5, 0.5), (53.39, 0.0, 0.0))])
+def test_cielab_is_the_standard_conversion(rgb, lab):
+    """Published sRGB → L*a*b* (D65) values; the tolerance covers the 4-digit sRGB matrix."""
+    from fmbench.figures import cielab
+
+    assert cielab(rgb) == pytest.approx(lab, abs=0.1)
 
 
 def test_the_orders_table_covers_every_method_with_a_declared_order_and_flags_disagreement():

@@ -47,8 +47,31 @@ def colour_key(frame: pd.DataFrame) -> pd.Series:
     return pd.Series([lab.replace(f"[{g}]", "") for lab, g in zip(label, grid, strict=True)], index=frame.index)
 
 
-COLOUR_DISTANCE = 0.15
-"""Two method colours differ by at least this (Euclidean, in RGB from 0 to 1): closer ones are hard to tell apart."""
+COLOUR_DISTANCE = 15.0
+"""Two method colours differ by at least this CIELAB ΔE (:func:`colour_difference`): closer ones are hard to tell
+apart. Euclidean RGB is not enough: midpoint's orange and Dark2's darker orange are 0.20 apart in RGB, ΔE 14."""
+
+
+def cielab(colour) -> tuple[float, float, float]:
+    r"""CIE L*a*b* (D65 white) of an sRGB colour with channels in [0, 1]: linearise each channel
+    (:math:`c/12.92` up to 0.04045, else :math:`((c + 0.055)/1.055)^{2.4}`), map to XYZ with the sRGB matrix, then
+    :math:`L^* = 116f(Y/Y_n) - 16`, :math:`a^* = 500(f(X/X_n) - f(Y/Y_n))`, :math:`b^* = 200(f(Y/Y_n) - f(Z/Z_n))`
+    with :math:`f(t) = t^{1/3}` above :math:`(6/29)^3`, else :math:`t/(3(6/29)^2) + 4/29`."""
+    linear = [value / 12.92 if value <= 0.04045 else ((value + 0.055) / 1.055) ** 2.4 for value in colour[:3]]
+    to_xyz = ((0.4124, 0.3576, 0.1805), (0.2126, 0.7152, 0.0722), (0.0193, 0.1192, 0.9505))
+    white = (0.95047, 1.0, 1.08883)
+    x, y, z = (sum(weight * value for weight, value in zip(row, linear, strict=True)) / w
+               for row, w in zip(to_xyz, white, strict=True))
+
+    def f(t: float) -> float:
+        return t ** (1 / 3) if t > (6 / 29) ** 3 else t / (3 * (6 / 29) ** 2) + 4 / 29
+
+    return 116 * f(y) - 16, 500 * (f(x) - f(y)), 200 * (f(y) - f(z))
+
+
+def colour_difference(first, second) -> float:
+    """CIE76 ΔE: the Euclidean distance of two colours in CIELAB (about 2.3 is just noticeable)."""
+    return math.dist(cielab(first), cielab(second))
 
 
 def _distinct(candidates) -> list[tuple]:
@@ -56,7 +79,7 @@ def _distinct(candidates) -> list[tuple]:
     kept: list[tuple] = []
     for colour in candidates:
         if max(colour) - min(colour) > 0.15 and all(
-                math.dist(colour, other) > COLOUR_DISTANCE for other in kept):
+                colour_difference(colour, other) > COLOUR_DISTANCE for other in kept):
             kept.append(tuple(colour))
     return kept
 
@@ -65,8 +88,9 @@ COLOURS = _distinct(sns.color_palette("tab10", 10) + sns.color_palette("tab20", 
                     + sns.color_palette("Dark2", 8) + sns.color_palette("Set1", 9) + sns.color_palette("tab20b", 20)
                     + sns.color_palette("tab20c", 20) + sns.color_palette("Set2", 8) + sns.color_palette("Paired", 12))
 """The qualitative colours a method's colour is taken from, by its position in the method registry: tab10's nine
-hues for the first nine methods, their light tints for the next nine, then other palettes' colours that differ from
-all before them (43 in all; tab10's and Dark2's greys once gave dopri5 and euler_ancestral the same grey)."""
+hues for the first nine methods, their light tints for the next eight, then other palettes' colours that differ from
+all before them (48 in all, one per method registered today; tab10's and Dark2's greys once gave dopri5 and
+euler_ancestral the same grey)."""
 SHADES = (0.0, -0.35, 0.45, -0.6, 0.7)
 """How variants of one method (its diffusions, fields, learned models) are told apart: mixed towards black (< 0) or
 white (> 0) by this much, in the variants' sorted order."""

@@ -45,6 +45,7 @@ from .._checks import (
     check_int,
     check_samples,
 )
+from .._row_parallel import map_blocks
 from ..schedules import Schedule, ScheduleValues, get_schedule
 from .bases import Basis, Identity, check_orthonormal
 from .covariances import check_spectrum, eigendecompose
@@ -110,12 +111,13 @@ class GaussianMixture:
     taken as given (only ≥ 0 is required): no eigendecomposition rounds them, so an exact zero is a true zero.
     """
 
-    cpu_chunk_elements: int = 2**18
-    """On the CPU, closed forms are evaluated about this many (point, component, dimension) entries per torch thread at
-    a time: 1 MiB
-    in float32, 2 MiB in float64, within a 2 MiB L2. Measured (velocity, 1 thread, interleaved medians) against 2²⁰:
-    K = 16, d = 16, n = 10⁵: 62 vs 70 ms (float32), 109 vs 169 ms (float64); 8-d Gaussian, float64: 8.4 vs 20 ms;
-    seed 000's mixture: within 4 %."""
+    cpu_chunk_elements: int = 2**19
+    """On the CPU, closed forms are evaluated about this many (point, component, dimension) entries at a time, a chunk
+    per single-threaded worker (:mod:`fmcore._row_parallel`): 2 MiB in float32, 4 MiB in float64, about one 2 MiB L2.
+    Measured (velocity, K = 16, d = 16, n = 10⁵, interleaved medians of 7, 2-core Xeon, idle), 2¹⁸ / 2¹⁹ / 2²⁰:
+    float32 2 threads 99 / 82 / 76 ms, 1 thread 144 / 136 / 136 ms, with one other CPU-bound process 185 / 162 /
+    191–276 ms; float64 2 threads 160 / 149 / 184 ms, 1 thread 233 / 229 / 253 ms. Smaller chunks cost the Python
+    between operations (serialised by the GIL), larger ones fall out of cache."""
 
     def __init__(self, weights, means, covs, covariance_type: str | None = None):
         weights, means = _checked_weights_and_means(weights, means)
@@ -347,7 +349,7 @@ class GaussianMixture:
 
         The per-component arrays are ``(n, K, d)``; on the CPU, memory bandwidth, not arithmetic, bounds
         their cost, so they are built ``chunk`` points at a time (about :attr:`cpu_chunk_elements` entries,
-        sized by measurement on a 2-core EPYC with 2 MiB of L2 per core). Rows are independent,
+        sized by measurement, see the attribute). Rows are independent,
         so chunking changes no result. On CUDA the whole batch goes at once.
 
         A single Gaussian (K = 1) at one time skips all of it when the closed form gives its ``affine`` map
@@ -390,15 +392,19 @@ class GaussianMixture:
         return outputs if len(outputs) > 1 else outputs[0]
 
     def _over_chunks(self, x: Tensor, params: _Parameters, whitening_of, compute, check: bool = True):
-        """``compute(parts, params)`` for chunks of the points ``x`` (``n ≥ 1``), concatenated: about
-        :attr:`cpu_chunk_elements` ``(n, K, d)`` entries per torch thread per chunk on the CPU (each thread's part of
-        an elementwise operation stays in its own L2, and T threads run 1/T as many parallel regions, each of which
-        waits for its slowest thread), all points at once elsewhere.
+        """``compute(parts, params)`` for chunks of the points ``x`` (``n ≥ 1``), concatenated: on the CPU about
+        :attr:`cpu_chunk_elements` ``(n, K, d)`` entries per chunk (one L2's worth), the chunks shared out among
+        single-threaded workers, one per torch thread (:mod:`fmcore._row_parallel`: no operation waits for a
+        descheduled thread), in this thread when autograd must record them; all points at once elsewhere.
         ``whitening_of(start, stop)`` is a chunk's per-time work; ``check`` as in :meth:`_components`."""
-        entries = self.cpu_chunk_elements * torch.get_num_threads()  # each thread's share of a chunk: one L2's worth
-        chunk = x.shape[0] if x.device.type != "cpu" else max(1, entries // (self.num_components * self.dim))
-        outputs = [compute(self._components(x[start : start + chunk], whitening_of(start, start + chunk), params, check), params)
-                   for start in range(0, x.shape[0], chunk)]
+        chunk = x.shape[0] if x.device.type != "cpu" else max(1, self.cpu_chunk_elements // (self.num_components * self.dim))
+
+        def compute_chunk(index: int):
+            start, stop = index * chunk, (index + 1) * chunk
+            return compute(self._components(x[start:stop], whitening_of(start, stop), params, check), params)
+
+        recorded = torch.is_grad_enabled() and x.requires_grad  # autograd must see the operations: in this thread
+        outputs = map_blocks(compute_chunk, -(-x.shape[0] // chunk), parallel=not recorded)
         if len(outputs) == 1:
             return outputs[0]
         if isinstance(outputs[0], tuple):

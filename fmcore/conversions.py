@@ -25,6 +25,14 @@ noise → data prediction        D = (x − σE) / α                           
 data → noise prediction        E = (x − αD) / σ                                              σ  (zero at t = 1)
 =============================  ============================================================  =====================
 
+The v-prediction (Salimans & Ho 2022) is defined at the same SNR on the variance-preserving path: with
+:math:`\rho = \sqrt{\alpha^2 + \sigma^2}`, :math:`\bar\alpha = \alpha/\rho`, :math:`\bar\sigma = \sigma/\rho` and
+:math:`\bar x = x/\rho` (a point of that path), :math:`v = \bar\alpha\varepsilon - \bar\sigma x_1`, so
+
+.. math:: D = \bar\alpha\bar x - \bar\sigma v,\qquad E = \bar\sigma\bar x + \bar\alpha v
+
+(a rotation: neither divides by anything that vanishes; velocity and score follow from D and E as above).
+
 The two conversions from the velocity need a finite σ̇ (``linear_vp`` has σ̇ = −∞ at t = 1).
 
 (VP has α_0 ≈ 6.6e-3 and VE has α ≡ 1, so their α-divisions are regular on all of [0, 1]; VE's σ ≥ σ_min > 0.)
@@ -34,6 +42,7 @@ The two conversions from the velocity need a finite σ̇ (``linear_vp`` has σ̇
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .schedules import ScheduleValues
@@ -49,6 +58,10 @@ __all__ = [
     "noise_prediction_from_velocity",
     "data_prediction_from_noise_prediction",
     "noise_prediction_from_data_prediction",
+    "data_prediction_from_v_prediction",
+    "noise_prediction_from_v_prediction",
+    "velocity_from_v_prediction",
+    "score_from_v_prediction",
 ]
 
 
@@ -141,3 +154,36 @@ def noise_prediction_from_data_prediction(values: ScheduleValues, x: Tensor, dat
     r""":math:`E = (x - \alpha D)/\sigma`; divides by σ."""
     _check(values, x, data_prediction, "data_prediction")
     return (x - _column(values.alpha) * data_prediction) / _column(values.sigma)
+
+
+def _rotation(values: ScheduleValues) -> tuple[Tensor, Tensor, Tensor]:
+    r""":math:`(\bar\alpha, \bar\sigma, \rho)`: the variance-preserving coefficients at the same SNR, and the scale."""
+    alpha, sigma = _column(values.alpha), _column(values.sigma)
+    scale = torch.hypot(alpha, sigma)
+    return alpha / scale, sigma / scale, scale
+
+
+def data_prediction_from_v_prediction(values: ScheduleValues, x: Tensor, v_prediction: Tensor) -> Tensor:
+    r""":math:`D = \bar\alpha\,x/\rho - \bar\sigma v`; divides by :math:`\rho = \sqrt{\alpha^2+\sigma^2} > 0` only."""
+    _check(values, x, v_prediction, "v_prediction")
+    alpha_bar, sigma_bar, scale = _rotation(values)
+    return alpha_bar * (x / scale) - sigma_bar * v_prediction
+
+
+def noise_prediction_from_v_prediction(values: ScheduleValues, x: Tensor, v_prediction: Tensor) -> Tensor:
+    r""":math:`E = \bar\sigma\,x/\rho + \bar\alpha v`; divides by :math:`\rho > 0` only."""
+    _check(values, x, v_prediction, "v_prediction")
+    alpha_bar, sigma_bar, scale = _rotation(values)
+    return sigma_bar * (x / scale) + alpha_bar * v_prediction
+
+
+def velocity_from_v_prediction(values: ScheduleValues, x: Tensor, v_prediction: Tensor) -> Tensor:
+    r""":math:`u = \dot\alpha D + \dot\sigma E` with D, E from the rotation above; needs a finite :math:`\dot\sigma`."""
+    data = data_prediction_from_v_prediction(values, x, v_prediction)
+    noise = noise_prediction_from_v_prediction(values, x, v_prediction)
+    return _column(values.d_alpha) * data + _column(values.d_sigma) * noise
+
+
+def score_from_v_prediction(values: ScheduleValues, x: Tensor, v_prediction: Tensor) -> Tensor:
+    r""":math:`s = -E/\sigma`; divides by σ."""
+    return -noise_prediction_from_v_prediction(values, x, v_prediction) / _column(values.sigma)

@@ -2,8 +2,9 @@ r"""Learned models paired with the analytic targets (``docs/design.md``, "Learne
 
 A network :math:`f_\theta(t, x)` (seed 000's sinusoidal time embedding into a GELU MLP) is trained on fresh
 samples of an analytic target along any schedule, with one of three objectives, and wrapped as a
-:class:`LearnedField` that has the :class:`~fmcore.fields.AnalyticField` interface (conversions from
-:mod:`fmcore.conversions`):
+:class:`LearnedField` that has the :class:`~fmcore.fields.AnalyticField` interface — a
+:class:`~fmcore.model_field.ModelField` in path time, whose prediction type (:mod:`fmcore.predictions`) carries the
+conversions from :mod:`fmcore.conversions`:
 
 * ``cfm`` — the network predicts the velocity; loss :math:`\|f - (\dot\alpha x_1 + \dot\sigma\varepsilon)\|^2`
   (seed 001's recipe). Velocity: the output. Score: divides by σ, singular at t = 1.
@@ -41,28 +42,18 @@ from torch import Tensor, nn
 from ._checks import (
     SEED_LIMIT,
     as_generator,
-    as_time,
     check_allocation,
     check_bool,
     check_instance,
     check_int,
     check_number,
-    check_samples,
     check_seed,
 )
 from ._files import atomic_writer
-from .conversions import (
-    data_prediction_from_noise_prediction,
-    data_prediction_from_velocity,
-    noise_prediction_from_data_prediction,
-    noise_prediction_from_velocity,
-    score_from_data_prediction,
-    score_from_noise_prediction,
-    score_from_velocity,
-    velocity_from_data_prediction,
-    velocity_from_noise_prediction,
-)
+from .conventions import PathTime
 from .fields import AnalyticField
+from .model_field import ModelField
+from .predictions import PREDICTION_TYPES, prediction_of_objective
 from .schedules import Schedule
 from .targets import GaussianMixture
 
@@ -77,17 +68,7 @@ __all__ = [
     "default_cache_dir",
 ]
 
-OBJECTIVES = ("cfm", "dsm", "x1")
-_IDENTITY = lambda values, x, output: output  # noqa: E731
-# objective -> prediction -> f(schedule values, x, network output)
-_CONVERSIONS = {
-    "cfm": {"velocity": _IDENTITY, "score": score_from_velocity, "data": data_prediction_from_velocity,
-            "noise": noise_prediction_from_velocity},
-    "dsm": {"velocity": velocity_from_noise_prediction, "score": score_from_noise_prediction,
-            "data": data_prediction_from_noise_prediction, "noise": _IDENTITY},
-    "x1": {"velocity": velocity_from_data_prediction, "score": score_from_data_prediction, "data": _IDENTITY,
-           "noise": noise_prediction_from_data_prediction},
-}
+OBJECTIVES = tuple(entry.objective for entry in PREDICTION_TYPES.values() if entry.objective)  # cfm, dsm, x1
 DEFAULT_ARCHITECTURE = {"width": 64, "depth": 4, "time_embedding": 16}
 
 
@@ -123,9 +104,10 @@ class SinusoidalMLP(nn.Module):
         return self.net(torch.cat([torch.cos(angles), torch.sin(angles), x], dim=1))
 
 
-class LearnedField:
-    """A trained network seen as a field: ``field(t, x)`` is the velocity; ``.score``, ``.velocity_and_score``,
-    ``.dim``, ``.schedule``, ``.dtype``; ``.objective`` says what the network predicts.
+class LearnedField(ModelField):
+    """One of the suite's own networks (:func:`train_model`) as a field: a :class:`~fmcore.model_field.ModelField` in
+    path time whose prediction is that of its training ``objective`` (``cfm`` → velocity, ``dsm`` → noise, ``x1`` →
+    data); ``.objective`` and ``.config`` (what built it) besides the field interface.
 
     ``compute_dtype`` (``torch.bfloat16`` or ``torch.float16``) runs the network under ``torch.autocast`` in that
     precision while the state, the conversions and the solver stay in ``.dtype`` (mixed precision: see
@@ -141,105 +123,15 @@ class LearnedField:
         compute_dtype: torch.dtype | None = None,
     ):
         _check_objective(objective)
-        if compute_dtype not in (None, torch.bfloat16, torch.float16):
-            raise ValueError(f"compute_dtype must be None, torch.bfloat16 or torch.float16, got {compute_dtype!r}")
-        self.compute_dtype = compute_dtype
         check_instance("model", model, nn.Module, "a network called as model(t, x)")
-        check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
-        t_eps = check_number("t_eps", t_eps, 0.0, 0.5, low_open=True, high_open=True)
-        self.model = model.eval()
-        self._first_parameter = next(model.parameters())  # read per call for .dtype: next(parameters()) costs 8 µs
-        self.schedule = schedule
+        super().__init__(model, schedule, prediction_of_objective(objective), PathTime(),
+                         dim=getattr(model, "dim", None), t_eps=t_eps, compute_dtype=compute_dtype)
         self.objective = objective
-        self.t_eps = t_eps
         self.config = config or {}
-        alpha_vanishes_at_0 = float(schedule(0.0).alpha) == 0.0
-        sigma_vanishes_at_1 = float(schedule(1.0).sigma) == 0.0
-        # [low, high] time interval each output is evaluated on (see the module docstring).
-        top = 1.0 - t_eps if sigma_vanishes_at_1 else 1.0
-        bottom = t_eps if alpha_vanishes_at_0 else 0.0
-        self.clip = {
-            "cfm": {"velocity": (0.0, 1.0), "score": (0.0, top), "data": (0.0, 1.0), "noise": (0.0, 1.0)},
-            "dsm": {"velocity": (bottom, 1.0), "score": (0.0, top), "data": (bottom, 1.0), "noise": (0.0, 1.0)},
-            "x1": {"velocity": (0.0, top), "score": (0.0, top), "data": (0.0, 1.0), "noise": (0.0, top)},
-        }[objective]
-
-    @property
-    def dim(self) -> int:
-        return self.model.dim
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The network's dtype (that of its first parameter, which ``model.to(...)`` converts in place)."""
-        return self._first_parameter.dtype
-
-    def _network(self, t, x: Tensor, interval: tuple[float, float]) -> tuple[Tensor, Tensor]:
-        check_samples("x", x, self.dim)
-        if x.dtype != self.dtype:
-            raise ValueError(f"x has dtype {x.dtype} but the model computes in {self.dtype}")
-        if isinstance(t, (int, float)) and not isinstance(t, bool) and 0.0 <= t <= 1.0:
-            t = min(max(float(t), interval[0]), interval[1])  # clip the number itself: no clamp kernel per call
-            t_tensor = as_time(t, like=x)
-        else:
-            t_tensor = as_time(t, like=x, n=x.shape[0]).clamp(*interval)
-        output = self._forward(t_tensor, x)
-        if output.shape != x.shape:
-            raise ValueError(f"the model returned shape {tuple(output.shape)}; the field needs {tuple(x.shape)}")
-        return t_tensor, output
-
-    def _forward(self, t: Tensor, x: Tensor) -> Tensor:
-        if self.compute_dtype is None:
-            return self.model(t, x)
-        with torch.autocast(x.device.type, dtype=self.compute_dtype):
-            output = self.model(t, x)
-        return output.to(x.dtype)
 
     def in_precision(self, compute_dtype: torch.dtype | None) -> LearnedField:
         """The same network evaluated with ``compute_dtype`` autocast (None: in its own dtype)."""
         return LearnedField(self.model, self.schedule, self.objective, self.t_eps, self.config, compute_dtype)
-
-    def velocity_unchecked(self, t: Tensor, x: Tensor) -> Tensor:
-        """The velocity with no validation and no host synchronisation: ``t`` a 0-d tensor of ``x``'s dtype and
-        device in [0, 1], ``x`` a finite ``(n, d)`` tensor of the model's dtype. For CUDA graphs and
-        ``torch.compile``; nothing checks the input (see :meth:`fmcore.targets.GaussianMixture.velocity_unchecked`)."""
-        t_points = t.clamp(*self.clip["velocity"]).expand(x.shape[0])
-        return self._convert("velocity", t_points, x, self._forward(t_points, x))
-
-    def _convert(self, prediction: str, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
-        """The network's ``output`` at ``(t, x)`` as ``prediction`` (velocity, score, data or noise)."""
-        conversion = _CONVERSIONS[self.objective][prediction]
-        if conversion is _IDENTITY:  # the network predicts this already: no schedule values needed
-            return output
-        return conversion(self.schedule.values(t), x, output)
-
-    def _prediction(self, prediction: str, t, x: Tensor) -> Tensor:
-        t_tensor, output = self._network(t, x, self.clip[prediction])
-        return self._convert(prediction, t_tensor, x, output)
-
-    def __call__(self, t, x: Tensor) -> Tensor:
-        return self._prediction("velocity", t, x)
-
-    def score(self, t, x: Tensor) -> Tensor:
-        return self._prediction("score", t, x)
-
-    def data_prediction(self, t, x: Tensor) -> Tensor:
-        """:math:`E[x_1 | x_t = x]` from the network's output (conversions in :mod:`fmcore.conversions`)."""
-        return self._prediction("data", t, x)
-
-    def noise_prediction(self, t, x: Tensor) -> Tensor:
-        """:math:`E[\\varepsilon | x_t = x]` from the network's output."""
-        return self._prediction("noise", t, x)
-
-    def velocity_and_score(self, t, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Both from one network pass (one NFE), at t clipped to the intersection of the two clip intervals
-        (for ``dsm`` on a path with α_0 = 0 the score at t = 0 is then taken at t_eps)."""
-        interval = (
-            max(self.clip["velocity"][0], self.clip["score"][0]), min(self.clip["velocity"][1], self.clip["score"][1])
-        )
-        t_tensor, output = self._network(t, x, interval)
-        values = self.schedule.values(t_tensor)
-        conversions = _CONVERSIONS[self.objective]
-        return conversions["velocity"](values, x, output), conversions["score"](values, x, output)
 
     def __repr__(self) -> str:
         return f"LearnedField({self.objective}, {self.schedule!r}, dim={self.dim})"
@@ -502,7 +394,7 @@ def exact_fm_loss(
     n, time_bins = check_int("n", n), check_int("time_bins", time_bins)
     generator = as_generator(generator)
     target, schedule = analytic_field.target, analytic_field.schedule
-    dtype = getattr(field, "dtype", torch.float64)
+    dtype = getattr(field, "dtype", None) or torch.float64  # a network that is a function has no dtype
     edges = torch.linspace(0, 1, time_bins + 1, dtype=torch.float64).tolist()
     bins, velocity_errors, score_errors = [], [], []
     for low, high in zip(edges[:-1], edges[1:], strict=True):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from fmbench.analysis import asymptotic_orders, learned_crossover, pareto_front
 from fmbench.cells import CellSpec, run_cell
-from fmbench.report import write_report
+from fmbench.reporting import write_report
 from fmbench.store import load_rows
 from fmbench.sweep import run_sweep
 from fmbench.sweepfile import SweepError, expand, load_sweep
@@ -236,7 +236,7 @@ def test_the_timing_table_shows_the_repeats_spread():
                                          ([0.97, 1.0, 0.98, 1.01] * 5, "The machine was busy throughout the run")])
 def test_the_report_says_what_ran_beside_the_cells(other, mark):
     """Per-cell loads weighted by the cells' times, over the run and over five consecutive parts of it."""
-    from fmbench.report import load_during_run
+    from fmbench.reporting import load_during_run
 
     rows = pd.DataFrame({"other_cpu_load": other, "cell_s": 0.5})
     text = load_during_run({"load_average": [0.3, 0.2, 0.1], "load_average_end": [1.3, 0.5, 0.2], "cpu_count": 2},

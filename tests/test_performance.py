@@ -286,7 +286,7 @@ def test_gpu_preset_is_valid_and_its_cuda_cells_are_skipped_rows(tmp_path):
     environment = json.loads((tmp_path / "run" / "environment.json").read_text())
     assert [(p["device"], p["dtype"]) for p in environment["peaks"]] == [("cpu", "float32")]
     assert "cuda_driver" in environment
-    from fmbench.report import write_report
+    from fmbench.reporting import write_report
 
     report = write_report(tmp_path / "run", histograms=False).read_text()
     assert "## Performance" in report and "Roofline" in report

@@ -101,7 +101,7 @@ def test_a_users_affine_method_gets_its_exact_law_by_probing_and_is_ranked(tmp_p
     from dataclasses import replace
 
     from fmbench.cells import CellSpec
-    from fmbench.report import write_report
+    from fmbench.reporting import write_report
     from fmbench.sweep import run_sweep
 
     from fmcore import AnalyticField, get_schedule

@@ -18,3 +18,13 @@ use_huge_pages()
 use_heap_reuse()
 
 __version__ = "0.2.0"
+__all__ = ["evaluate", "report"]
+
+
+def __getattr__(name: str):
+    """``fmbench.evaluate`` and ``fmbench.report`` (:mod:`fmbench.api`), imported on first use: torch loads then."""
+    if name in __all__:
+        from fmbench import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'fmbench' has no attribute {name!r}")

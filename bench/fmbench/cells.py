@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from fmbench.allocator import release_freed_memory
 from fmbench.calibration import calibration_seconds
@@ -55,6 +56,7 @@ from fmbench.peers import PeerUnavailable
 from fmbench.plugins import load_plugin
 from fmbench.roofline import velocity_cost
 from fmbench.timing import OtherLoad, synchronize
+from fmbench.user_models import LOSS_POINTS, is_user_model, load_network
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.exact import exact_output_law, has_exact_law
 from fmcore.grids import get_grid
@@ -67,7 +69,7 @@ from fmcore.metrics import (
     w2_floor,
     w2_sliced,
 )
-from fmcore.models import train_model
+from fmcore.models import exact_fm_loss, train_model
 from fmcore.solvers import get_diffusion, get_method, sample
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
@@ -160,12 +162,31 @@ def train_for(spec: CellSpec, cache_dir: str | Path | None, progress: bool = Fal
 def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):
     if spec.field == "analytic":
         return AnalyticField(target, schedule)
+    if is_user_model(spec.field):
+        network = load_network(spec.field, context.plugins)
+        if isinstance(network.network, nn.Module):
+            network.network.to(dtype=dtype, device=spec.device)
+        return network.field(schedule, compute_dtype=AUTOCAST.get(spec.dtype))
     if spec.learned_objective() is None:
         raise ValueError(f"field must be 'analytic' or 'learned:<objective>', got {spec.field!r}")
     learned = train_for(spec, context.cache_dir)
     if dtype != torch.float32 or spec.device != "cpu":
         learned.model.to(dtype=dtype, device=spec.device)
     return learned.in_precision(AUTOCAST.get(spec.dtype))
+
+
+_network_losses: dict[tuple, float] = {}
+
+
+def _network_floor(spec: CellSpec, field, target, schedule, context: CellContext) -> dict:
+    """A user's network's fingerprint and its error floor, its exact FM loss against the analytic target (once per
+    network, target, schedule and dtype in a process; :mod:`fmbench.user_models`)."""
+    fingerprint = load_network(spec.field, context.plugins).fingerprint()
+    key = (fingerprint, spec.target, json.dumps(spec.target_params, sort_keys=True), spec.schedule,
+           json.dumps(spec.schedule_params, sort_keys=True), spec.dtype, spec.device)
+    if key not in _network_losses:
+        _network_losses[key] = exact_fm_loss(field, AnalyticField(target, schedule), n=LOSS_POINTS, generator=0).velocity
+    return {"model_fingerprint": fingerprint, "model_velocity_loss": _network_losses[key]}
 
 
 def _sampler_options(spec: CellSpec, schedule) -> dict:
@@ -234,6 +255,8 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
             target = get_target(spec.target, **spec.target_params)
             schedule = get_schedule(spec.schedule, **spec.schedule_params)
             field = _build_field(spec, target, schedule, dtype, context)
+            if is_user_model(spec.field):
+                row.update(_network_floor(spec, field, target, schedule, context))
             noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
             options = _sampler_options(spec, schedule)
             with torch.no_grad():

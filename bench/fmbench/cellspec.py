@@ -16,7 +16,8 @@ __all__ = ["CellSpec"]
 
 @dataclass(frozen=True)
 class CellSpec:
-    """Everything that defines one measurement. ``field`` is ``"analytic"`` or ``"learned:<objective>"``."""
+    """Everything that defines one measurement. ``field`` is ``"analytic"``, ``"learned:<objective>"`` (the suite's own
+    network) or ``"module:<module>.<factory>"`` (a user's: :mod:`fmbench.user_models`)."""
 
     target: str
     schedule: str

@@ -144,7 +144,7 @@ def _run_checked(args) -> int:
     config = load_sweep(args.sweep)
     time_limit_s = args.time_limit or config.get("time_limit_s") or DEFAULT_TIME_LIMIT_S
     cells = expand(config)
-    check_cells(cells)
+    check_cells(cells, tuple(config.get("plugins", ())))
     out = args.out or Path("results") / "runs" / Path(args.sweep).stem
     if args.dry_run:
         from fmbench.estimate import estimate_sweep, saved_cells
@@ -152,7 +152,7 @@ def _run_checked(args) -> int:
         workers = args.workers if args.dask is None else 1
         print(estimate_sweep(cells, saved_cells(out), threads=args.threads, workers=workers))
         return EXIT_OK
-    from fmbench.report import write_report
+    from fmbench.reporting import write_report
     from fmbench.sweep import open_executor, run_sweep
 
     with open_executor(args.workers, args.dask, time_limit_s) as (executor, description, parallelism):
@@ -182,7 +182,7 @@ def _list(args) -> int:
 
 
 def _report(args) -> int:
-    from fmbench.report import write_report
+    from fmbench.reporting import write_report
 
     if not args.out.is_dir():
         return _error(f"{args.out} is not a run directory")

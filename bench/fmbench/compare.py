@@ -45,7 +45,7 @@ from fmbench.store import load_rows
 
 COUNTS = ("nfe",)
 EXACT_METRICS = ("w2_exact_law", "strong_error_exact", "clip_w2_exact_law", "clip_strong_error",
-                 "discretisation_strong_error", "strong_error")
+                 "discretisation_strong_error", "strong_error", "model_velocity_loss")
 SAMPLED_METRICS = {"gaussian_fit_w2": "gaussian_fit_w2_floor", "spectral_fit_w2": "spectral_fit_w2_floor",
                    "w2_sliced": "w2_sliced_floor", "mode_tv": "mode_tv_floor"}
 SPEC_FIELDS = tuple(spec_field.name for spec_field in dataclasses.fields(CellSpec))
@@ -386,7 +386,7 @@ def compare_runs(baseline_dir: str | Path, run_dir: str | Path, timing: bool = F
         if changes:
             changed.append(CellChange(cell, describe(new), tuple(changes)))
     baseline_environment, run_environment = _environment(baseline_dir), _environment(run_dir)
-    warnings = _environment_warnings(baseline_environment, run_environment)
+    warnings = _environment_warnings(baseline_environment, run_environment) + _network_changes(before, now)
     timing_changes, median, comparable = [], None, True
     if timing:
         differences = _timing_differences(baseline_environment, run_environment)
@@ -397,6 +397,19 @@ def compare_runs(baseline_dir: str | Path, run_dir: str | Path, timing: bool = F
         median = _median_timing_ratio(before, now)
     return Comparison(changed, timing_changes, median, added, missing, not_compared, warnings, checked, tolerances,
                       strict, allow_missing, timing, comparable)
+
+
+def _network_changes(before: pd.DataFrame, now: pd.DataFrame) -> list[str]:
+    """A user's network that is not the baseline's (another ``model_fingerprint`` in the same cells): its metrics
+    then measure another network, which the reader must know before reading them as a regression."""
+    if "model_fingerprint" not in before or "model_fingerprint" not in now:
+        return []
+    shared = before.index.intersection(now.index)
+    pairs = pd.DataFrame({"before": before.loc[shared, "model_fingerprint"], "now": now.loc[shared, "model_fingerprint"]})
+    pairs = pairs.dropna()
+    pairs = pairs[pairs["before"] != pairs["now"]]
+    return [f"the network changed in {count} cell(s): model_fingerprint {old} → {new}"
+            for (old, new), count in pairs.value_counts(sort=False).items()]
 
 
 def _compare_cell(old: pd.Series, new: pd.Series, tolerances: dict[str, Tolerance]) -> list[Change]:

@@ -53,7 +53,7 @@ def catalogue() -> dict:
     entries: dict = {title: {name: registry.parameters(name) for name in sorted(registry)}
                      for title, registry in FACTORIES.items()}
     entries["methods"] = {name: _method_entry(METHODS[name]) for name in sorted(METHODS)}
-    entries["fields"] = ["analytic"] + [f"learned:{objective}" for objective in OBJECTIVES]
+    entries["fields"] = ["analytic"] + [f"learned:{objective}" for objective in OBJECTIVES] + ["module:<module>.<factory>"]
     entries["presets"] = {name: preset_description(path) for name, path in presets().items()}
     return entries
 

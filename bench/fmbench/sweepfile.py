@@ -53,6 +53,7 @@ from pathlib import Path
 from fmbench.cells import AUTOCAST, DTYPES, CellSpec
 from fmbench.execution import EXECUTIONS
 from fmbench.plugins import PluginError, import_plugins
+from fmbench.user_models import UserModelError, is_user_model, load_network
 from fmcore._registry import unknown_name
 from fmcore.grids import GRIDS, get_grid
 from fmcore.models import OBJECTIVES
@@ -171,8 +172,8 @@ def _positive_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def _problems(cell: CellSpec) -> list[str]:
-    """What is wrong with one cell (an empty list when nothing is)."""
+def _problems(cell: CellSpec, plugins: tuple[str, ...] = ()) -> list[str]:
+    """What is wrong with one cell (an empty list when nothing is); ``plugins`` the sweep's, resolved."""
     problems = []
     for axis, registry in (("target", TARGETS), ("schedule", SCHEDULES), ("grid", GRIDS)):
         name = getattr(cell, axis)
@@ -183,9 +184,14 @@ def _problems(cell: CellSpec) -> list[str]:
     except (KeyError, TypeError):
         problems.append(unknown_name("method", cell.method, METHODS, "`fmbench list` shows each with what it takes"))
         method = None
-    if cell.field != "analytic" and cell.learned_objective() not in OBJECTIVES:
-        problems.append(f"field must be 'analytic' or 'learned:<objective>' with objective in {list(OBJECTIVES)}, "
-                        f"got {cell.field!r}")
+    if is_user_model(cell.field):
+        try:
+            load_network(cell.field, plugins)
+        except UserModelError as error:
+            problems.append(str(error))
+    elif cell.field != "analytic" and cell.learned_objective() not in OBJECTIVES:
+        problems.append(f"field must be 'analytic', 'learned:<objective>' with objective in {list(OBJECTIVES)} or "
+                        f"'module:<module>.<factory>' (a user's network), got {cell.field!r}")
     if cell.dtype not in DTYPES:
         problems.append(f"unknown dtype {cell.dtype!r}; valid: {sorted(DTYPES)}")
     if cell.dtype in AUTOCAST and cell.field == "analytic":
@@ -287,13 +293,14 @@ def _build_problem(label: str, name: str, params_json: str) -> str | None:
     return None
 
 
-def check_cells(cells: list[CellSpec]) -> None:
-    """Raise :class:`SweepError` listing every distinct problem (and how many cells have it); return if none."""
+def check_cells(cells: list[CellSpec], plugins: tuple[str, ...] = ()) -> None:
+    """Raise :class:`SweepError` listing every distinct problem (and how many cells have it); return if none.
+    ``plugins``: the sweep's, as :func:`load_sweep` resolved them (where a ``module:`` field's module may be)."""
     if not cells:
         raise SweepError("the sweep has no cells")
     counts: Counter[str] = Counter()
     for cell in cells:
-        for problem in dict.fromkeys(_problems(cell)):
+        for problem in dict.fromkeys(_problems(cell, plugins)):
             counts[problem] += 1
     if counts:
         lines = [f"  - {problem}  ({count} cell{'s' if count > 1 else ''})" for problem, count in counts.items()]

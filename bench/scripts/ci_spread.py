@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fmbench.compare import TOLERANCES, metric_class, metric_names
-from fmbench.report import markdown_table
+from fmbench.reporting import markdown_table
 from fmbench.store import load_rows
 
 

@@ -25,7 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-from fmbench.report import markdown_table  # noqa: E402
+from fmbench.reporting import markdown_table  # noqa: E402
 
 from fmcore import get_schedule, get_target  # noqa: E402
 from fmcore.exact import exact_output_law  # noqa: E402

@@ -16,7 +16,7 @@ import fmbench.peers  # noqa: F401 — registers the peer adapters
 import pandas as pd
 import torch
 from fmbench.peers import PeerUnavailable
-from fmbench.report import markdown_table
+from fmbench.reporting import markdown_table
 
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.grids import get_grid

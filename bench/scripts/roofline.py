@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from fmbench.report import markdown_table
+from fmbench.reporting import markdown_table
 from fmbench.roofline import field_roofline, measure_peaks
 
 from fmcore import get_schedule, get_target

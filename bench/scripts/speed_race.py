@@ -16,7 +16,7 @@ from pathlib import Path
 import fmbench.peers  # noqa: F401 — registers the peer adapters
 import pandas as pd
 import torch
-from fmbench.report import markdown_table
+from fmbench.reporting import markdown_table
 from fmbench.speed_race import STEPS, race
 
 

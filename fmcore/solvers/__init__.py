@@ -8,6 +8,7 @@ from .errors import SolverDivergenceError, SolverStepSizeError
 from .methods import METHODS, Method, SolveRequest, get_method, register_method
 from .sampling import LikelihoodResult, SampleResult, log_likelihood, sample
 from .tableaus import TABLEAUS, ButcherTableau, register_tableau
+from .user_samplers import user_method
 
 __all__ = [
     "ButcherTableau",
@@ -31,6 +32,7 @@ __all__ = [
     "register_method",
     "register_tableau",
     "sample",
+    "user_method",
 ]
 
 from .. import reproductions  # noqa: E402, F401 — registers the reproduced samplers (seed000_sde, pg_ei, pg_ddpm) last

@@ -74,6 +74,11 @@ class CountingField:
     def dim(self) -> int:
         return self.field.dim
 
+    @property
+    def schedule(self):
+        """The field's schedule (α_t, σ_t), None for a field that has none."""
+        return getattr(self.field, "schedule", None)
+
     def _checked(self, output: Tensor, x: Tensor, what: str) -> Tensor:
         if not isinstance(output, Tensor) or output.shape != x.shape or output.dtype != x.dtype:
             got = f"shape {tuple(output.shape)}, {output.dtype}" if isinstance(output, Tensor) else type(output).__name__

@@ -92,7 +92,7 @@ def is_finite(x: Tensor) -> bool:
     """True when every entry is finite: one reduction read back as a Python float (a NaN or inf makes the sum
     non-finite), confirmed entry by entry only when the sum is not finite (it can also overflow on large but finite
     entries). Measured at n = 1 on the CPU: 6 µs, against 19 µs for ``torch.isfinite`` on the sum."""
-    if math.isfinite(float(x.sum())):
+    if math.isfinite(float(x.detach().sum())):
         return True
     return bool(torch.isfinite(x).all())
 

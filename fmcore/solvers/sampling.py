@@ -88,11 +88,12 @@ class SampleResult:
 
 
 def _check_field_input(field, x: Tensor, name: str) -> None:
-    dim = getattr(field, "dim", None)
-    if not callable(field) or isinstance(dim, bool) or not isinstance(dim, int):
+    dim = getattr(field, "dim", False)  # False: no .dim at all
+    if not callable(field) or isinstance(dim, bool) or not (dim is None or isinstance(dim, int)):
         raise TypeError(
-            f"the field must be callable as field(t, x) and have an integer .dim (AnalyticField, LearnedField or the "
-            f"same interface), got {type(field).__name__} with dim {dim!r}"
+            f"the field must be callable as field(t, x), with .dim an integer or None (a ModelField that takes its "
+            f"dimension from its first call) — AnalyticField, ModelField or the same interface; got "
+            f"{type(field).__name__} with dim {dim!r}"
         )
     check_samples(name, x, dim, finite=True)
     dtype = getattr(field, "dtype", None)
@@ -204,9 +205,13 @@ def sample(
     generator: torch.Generator | int | None = None,
     return_trajectory: bool = False,
     max_nfe: int | None = None,
+    enable_grad: bool = False,
     **options: float,
 ) -> SampleResult:
     """Integrate from noise ``x0`` (at ``grid[0]``, t = 0 by default) to data at t = 1 with ``method``.
+
+    The solve runs under ``torch.no_grad()`` (a network's forward passes build no autograd graph) unless
+    ``enable_grad=True``, for differentiating the output through the solver.
 
     ``steps`` alone means a uniform grid on [0, 1] (on [t_start, 1] for a diffusion singular at t = 0, such as
     ``forward`` on a path with α_0 = 0, or a method that cannot start at t = 0, such as ``edm_heun`` there;
@@ -219,6 +224,7 @@ def sample(
     spec = get_method(method)
     _check_field_input(field, x0, "x0")
     check_bool("return_trajectory", return_trajectory)
+    check_bool("enable_grad", enable_grad)
     _check_field_provides(field, spec)
     options = method_options(spec, options)
     max_nfe = _resolve_max_nfe(spec, max_nfe)
@@ -237,7 +243,8 @@ def sample(
                             float(grid_used[-1]))
     counting = CountingField(field, interval=(float(grid_used.min()), float(grid_used.max())), max_nfe=max_nfe)
     request = SolveRequest(counting, x0, grid_used, rtol, atol, diffusion, generator, return_trajectory, options)
-    x, trajectory, info = spec.integrate(request)
+    with torch.set_grad_enabled(enable_grad):
+        x, trajectory, info = spec.integrate(request)
     end = float(grid_used[-1])  # where the output is: the grid's end, also for a method whose model times stop short
     if "model_times" in info:  # a method that evaluates the field on a grid of its own records that grid
         grid_used = info.pop("model_times")

@@ -171,3 +171,87 @@ def logsnr_grid(
         return torch.exp(torch.linspace(math.log(high), math.log(low), count, dtype=torch.float64))
 
     return _noise_level_grid(schedule, steps, t0, t1, sigma_min, sigma_max, log_spacing)
+
+
+def _times_of_levels(schedule: Schedule, levels: Tensor, t0: float, t1: float) -> Tensor:
+    """Decreasing noise levels ς = σ/α (∞ allowed first, 0 last) as increasing times, clamped to [t0, t1]."""
+    lowest, highest = float(schedule.snr(t0)), float(schedule.snr(t1))
+    snr = 1.0 / levels
+    times = schedule.t_from_snr(snr.clamp(lowest, highest)).clamp(t0, t1)
+    at_start, at_end = snr <= lowest * (1 + 1e-12), snr >= highest * (1 - 1e-12)
+    times = torch.where(at_start, t0, torch.where(at_end, t1, times))  # the path's ends exactly, no round-off
+    if not bool((times[1:] > times[:-1]).all()):
+        raise ValueError(f"{len(times) - 1} steps of these noise levels ({levels[0]:.4g} … {levels[-1]:.4g}) do not fit "
+                         f"in the noise levels of {schedule!r} on [{t0}, {t1}]: more than one falls outside them")
+    return times
+
+
+FLUX_SHIFT = {"base_seq_len": 256, "max_seq_len": 4096, "base_shift": 0.5, "max_shift": 1.15}
+"""The resolution-dependent shift's line (diffusers' ``calculate_shift``, FLUX.1's scheduler config): log s rises
+linearly from ``base_shift`` at ``base_seq_len`` image tokens to ``max_shift`` at ``max_seq_len``."""
+
+
+@register_grid("sd3_shift")
+def sd3_shift_grid(
+    steps: int,
+    schedule: Schedule | None = None,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    shift: float | None = None,
+    image_seq_len: int | None = None,
+) -> Tensor:
+    r"""Stable Diffusion 3's time shift (Esser et al. 2024) of a grid uniform in the rectified-flow noise level, mapped
+    to our time through the SNR.
+
+    A point of our path at SNR r = α/σ is, in rectified-flow coordinates :math:`x/(\alpha + \sigma)`, at noise level
+    :math:`s_{rf} = \sigma/(\alpha + \sigma) = 1/(1 + r)`. The grid takes :math:`s` uniform, shifts each,
+    :math:`s' = \mathrm{shift}\cdot s/(1 + (\mathrm{shift} - 1)s)` (SD3's default ``shift`` = 3; 1: no shift; on
+    ``cond_ot`` that is the uniform grid), and maps :math:`s'` back to the time of SNR :math:`(1 - s')/s'`. The
+    uniform :math:`s` runs between the levels that the shift maps onto :math:`s_{rf}` at ``t0`` and ``t1``
+    (:math:`s = s'/(\mathrm{shift} - (\mathrm{shift} - 1)s')`), so the grid spans the path's own ends: from 1 to 0
+    where the path runs from pure noise to data, as SD3's scheduler, and e.g. from σ_max on a ``ve`` path. With
+    ``image_seq_len`` (image tokens) instead of ``shift``, FLUX.1's "dynamic" shift:
+    :math:`\log\mathrm{shift}` linear in the token count (:data:`FLUX_SHIFT`).
+    """
+    schedule = _require_schedule("sd3_shift", schedule)
+    if shift is not None and image_seq_len is not None:
+        raise ValueError("give shift or image_seq_len (FLUX.1's resolution-dependent shift), not both")
+    if image_seq_len is not None:
+        tokens = check_int("image_seq_len", image_seq_len)
+        slope = (FLUX_SHIFT["max_shift"] - FLUX_SHIFT["base_shift"]) / (FLUX_SHIFT["max_seq_len"] - FLUX_SHIFT["base_seq_len"])
+        shift = math.exp(FLUX_SHIFT["base_shift"] + slope * (tokens - FLUX_SHIFT["base_seq_len"]))
+    shift = 3.0 if shift is None else check_positive("shift", shift)
+    ends = schedule(torch.tensor([t0, t1], dtype=torch.float64))
+    ends_rf = ends.sigma / (ends.alpha + ends.sigma)
+    start, end = (ends_rf / (shift - (shift - 1.0) * ends_rf)).tolist()  # the unshifted levels that shift onto the ends
+    uniform = torch.linspace(start, end, steps + 1, dtype=torch.float64)
+    shifted = shift * uniform / (1.0 + (shift - 1.0) * uniform)
+    return _times_of_levels(schedule, shifted / (1.0 - shifted), t0, t1)  # ς = σ/α = s'/(1 − s')
+
+
+AYS_SIGMAS = {
+    "sd15": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+}
+"""Align Your Steps' published 10-step noise levels σ/α (Sabour et al. 2024; NVIDIA's "how to" page, which diffusers'
+``AysSchedules`` and ComfyUI's ``AlignYourStepsScheduler`` copy), optimised for Stable Diffusion 1.5 and SDXL."""
+
+
+@register_grid("ays")
+def ays_grid(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0, model: str = "sd15") -> Tensor:
+    r"""Align Your Steps: the published 10-step noise levels of ``model`` (:data:`AYS_SIGMAS`), as its authors' how-to
+    and ComfyUI apply them — ``steps + 1`` levels interpolated linearly in log σ over an even spacing of the 11
+    published ones (the published values themselves at 10 steps), the last replaced by 0 — mapped to our time through
+    the SNR. The first level (14.6) is a time after t = 0 on a path that starts at pure noise (the grid begins there;
+    the sampler records it)."""
+    schedule = _require_schedule("ays", schedule)
+    if model not in AYS_SIGMAS:
+        raise ValueError(f"model must be one of {sorted(AYS_SIGMAS)} (the published schedules), got {model!r}")
+    published = torch.tensor(AYS_SIGMAS[model], dtype=torch.float64)
+    position = torch.linspace(0, len(published) - 1, steps + 1, dtype=torch.float64)
+    lower = position.floor().long().clamp(max=len(published) - 2)
+    fraction = position - lower
+    log_levels = torch.log(published)
+    levels = torch.exp(log_levels[lower] + fraction * (log_levels[lower + 1] - log_levels[lower]))
+    levels[-1] = 0.0
+    return _times_of_levels(schedule, levels, t0, t1)

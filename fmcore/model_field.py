@@ -70,15 +70,15 @@ class ModelField:
         prediction = self.prediction
         self._conversion_of = {"velocity": prediction.to_velocity, "score": prediction.to_score,
                                "data": prediction.to_data, "noise": prediction.to_noise}
-        self.clip = {name: self._interval(conversion) for name, conversion in self._conversion_of.items()}
+        ends = (float(schedule(0.0).alpha) == 0.0, float(schedule(1.0).sigma) == 0.0)  # α_0 = 0, σ_1 = 0
+        known = self.convention.time_range(schedule, self.t_eps)
+        self.clip = {name: self._interval(conversion, ends, known) for name, conversion in self._conversion_of.items()}
 
-    def _interval(self, conversion: Conversion) -> tuple[float, float]:
-        """Where ``conversion`` is evaluated: inside its own regular interval and the convention's time range."""
-        alpha_vanishes_at_0 = float(self.schedule(0.0).alpha) == 0.0
-        sigma_vanishes_at_1 = float(self.schedule(1.0).sigma) == 0.0
-        low, high = conversion.interval(alpha_vanishes_at_0, sigma_vanishes_at_1, self.t_eps)
-        known_low, known_high = self.convention.time_range(self.schedule, self.t_eps)
-        low, high = max(low, known_low), min(high, known_high)
+    def _interval(self, conversion: Conversion, ends: tuple[bool, bool], known: tuple[float, float]) -> tuple[float, float]:
+        """Where ``conversion`` is evaluated: inside its own regular interval (given which of α_0, σ_1 vanish) and
+        the convention's ``known`` time range."""
+        low, high = conversion.interval(*ends, self.t_eps)
+        low, high = max(low, known[0]), min(high, known[1])
         if low > high:
             raise ValueError(f"the network's noise levels ({self.convention!r}) and the conversions of its "
                              f"{self.prediction!r} leave no time of {self.schedule!r} to evaluate at")

@@ -54,6 +54,7 @@ ORDERS = [
     # is not fine enough at the data end for order 3 (2.90, 2.74, 2.56, 2.37 from N = 64); the log-SNR grid is (3.02
     # at 32 → 64, then 3.15, 3.22 and a floor of 6e-6 from its clip at σ/α = 0.002).
     ("cond_ot", "unipc", "cosine", 128, 3), ("cosine", "unipc", "cosine", 128, 3), ("vp", "unipc", "logsnr", 32, 3),
+    ("cond_ot", "dpmpp_2s", "uniform", 128, 2), ("cosine", "dpmpp_2s", "uniform", 128, 2), ("vp", "dpmpp_2s", "cosine", 128, 2),
     ("cond_ot", "edm_heun", "uniform", 128, 2), ("cosine", "edm_heun", "uniform", 128, 2), ("vp", "edm_heun", "cosine", 128, 2),
 ]
 
@@ -125,7 +126,100 @@ def test_dpmpp_2m_step_is_the_paper_formula_in_lambda():
     assert torch.allclose(ours, x2, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize(("method", "options"), [("ddim", {"eta": 1.0}), ("dpmpp_2m_sde", {}), ("edm_heun", {"churn": 10.0})])
+def _lambda_uniform_order(method: str, steps: int) -> float:
+    """Local order on a grid uniform in λ = log(α/σ) from −5 to 5 (every λ-step the same: the multistep
+    coefficients of the exponential integrators are those of constant steps there)."""
+    schedule = get_schedule("cond_ot")
+    field, x0 = AnalyticField(TARGET, schedule), _noise(schedule)
+    errors = []
+    for n in (steps, 2 * steps):
+        grid = schedule.t_from_snr(torch.exp(torch.linspace(-5.0, 5.0, n + 1, dtype=torch.float64)))
+        exact = TARGET.flow_map(x0, schedule, t0=float(grid[0]), t1=float(grid[-1]))
+        errors.append(float((sample(field, x0, method, grid=grid).x - exact).norm(dim=1).mean()))
+    return math.log2(errors[0] / errors[1])
+
+
+def test_dpmpp_3m_as_shipped_is_second_order():
+    """DPM-Solver++(3M) as the reference code, diffusers and k-diffusion write it converges at order 2 (2.03 here), a
+    third of DPM-Solver++(2M)'s error at the same N but not third order (fmcore.solvers.diffusion_samplers)."""
+    assert abs(_lambda_uniform_order("dpmpp_3m", 128) - 2.0) < 0.1
+    assert abs(_lambda_uniform_order("dpmpp_2m", 128) - 2.0) < 0.1
+
+
+@pytest.mark.parametrize("h", [0.4, 0.1, 0.025])
+def test_the_3m_second_difference_is_half_what_its_phi_3_term_needs(h):
+    """One 3M step (in y = x/σ, divided by e^{λ_t}) for D(λ) = λ², exactly quadratic, from λ = 0 with the exact history
+    at −h and −2h. The exponential integrator is then exact: ∫₀ʰ e^{λ−h} λ² dλ = h² − 2h + 2 − 2e^{−h}. With twice the
+    shipped d₂ the step is exact to round-off; as shipped it is short by exactly −φ₃·d₂ = −φ₃h² (d₂ = h² = h²D''/2)."""
+    d_0, m_1, m_2 = 0.0, h * h, 4 * h * h
+    d_1_0, d_1_1 = d_0 - m_1, m_1 - m_2  # r₀ = r₁ = 1
+    d_1, d_2 = d_1_0 + (d_1_0 - d_1_1) / 2, (d_1_0 - d_1_1) / 2
+    phi_2 = math.expm1(-h) / h + 1.0
+    phi_3 = phi_2 / h - 0.5
+    exact = h * h - 2 * h + 2 - 2 * math.exp(-h)
+    shipped = -math.expm1(-h) * d_0 + phi_2 * d_1 - phi_3 * d_2
+    doubled = -math.expm1(-h) * d_0 + phi_2 * d_1 - phi_3 * (2 * d_2)
+    assert d_2 == pytest.approx(h * h, rel=1e-12)  # b of D = a u + b u², u = λ/h: h² D''/2
+    assert doubled == pytest.approx(exact, rel=1e-9, abs=1e-15)
+    assert exact - shipped == pytest.approx(-phi_3 * d_2, rel=1e-9)  # as shipped: the missing half
+
+
+def _reference_ipndm(denoiser, x, sigmas, max_order):
+    """zju-pi/diff-sampler's iPNDM (as ComfyUI's k-diffusion ships it), transcribed: EDM coordinates, noise levels
+    ``sigmas`` ending at 0, ``denoiser(x, sigma)``."""
+    buffer = []
+    for i in range(len(sigmas) - 1):
+        t_cur, t_next = sigmas[i], sigmas[i + 1]
+        denoised = denoiser(x, t_cur)
+        d_cur = (x - denoised) / t_cur
+        order = min(max_order, i + 1)
+        if t_next == 0:
+            x = denoised
+        elif order == 1:
+            x = x + (t_next - t_cur) * d_cur
+        elif order == 2:
+            x = x + (t_next - t_cur) * (3 * d_cur - buffer[-1]) / 2
+        elif order == 3:
+            x = x + (t_next - t_cur) * (23 * d_cur - 16 * buffer[-1] + 5 * buffer[-2]) / 12
+        else:
+            x = x + (t_next - t_cur) * (55 * d_cur - 59 * buffer[-1] + 37 * buffer[-2] - 9 * buffer[-3]) / 24
+        if len(buffer) == max_order - 1:
+            buffer = [*buffer[1:], d_cur]
+        else:
+            buffer.append(d_cur)
+    return x
+
+
+@pytest.mark.parametrize("max_order", [1, 2, 3, 4])
+@pytest.mark.parametrize("schedule_name", ["cond_ot", "vp"])
+def test_ipndm_is_the_reference_implementation(schedule_name, max_order):
+    schedule = get_schedule(schedule_name)
+    field, x0 = AnalyticField(TARGET, schedule), _noise(schedule)
+    grid = get_grid("karras", 12, schedule, t0=edm_start_time(schedule))
+    values = schedule(grid)
+    levels = (values.sigma / values.alpha).tolist()
+    time_of = dict(zip(levels, grid.tolist(), strict=True))
+    alpha_of = dict(zip(levels, values.alpha.tolist(), strict=True))
+
+    def denoiser(x_scaled, level):
+        return field.data_prediction(time_of[level], alpha_of[level] * x_scaled)
+
+    theirs = float(values.alpha[-1]) * _reference_ipndm(denoiser, x0 / float(values.alpha[0]), levels, max_order)
+    ours = sample(field, x0, "ipndm", grid=grid, max_order=max_order).x
+    assert float((ours - theirs).abs().max()) < 1e-12
+
+
+def test_ipndm_on_edms_grid_is_second_order():
+    """On EDM's ρ = 7 grid the steps vary, and the constant-step weights make it second order (2.11 at 128 → 256; on
+    steps constant in σ/α it shows 3.1 to 4.2 over N = 32 … 128, before its first, Euler, step's O(h²) takes over)."""
+    assert abs(_local_order(get_schedule("cond_ot"), "ipndm", "karras", 128) - 2.0) < 0.15
+    with pytest.raises(ValueError, match="max_order must be 1, 2, 3 or 4"):
+        sample(AnalyticField(TARGET, get_schedule("vp")), _noise(get_schedule("vp")), "ipndm", steps=4, max_order=2.5)
+
+
+@pytest.mark.parametrize(("method", "options"), [("ddim", {"eta": 1.0}), ("dpmpp_2m_sde", {}), ("dpmpp_3m_sde", {}),
+                                                 ("dpmpp_2s_ancestral", {}),
+                                                 ("edm_heun", {"churn": 10.0})])
 def test_stochastic_samplers_converge_in_law(method, options):
     """Bures W2 between the sample's moments and the target's: falls with the step count, toward the sampling floor."""
     schedule = get_schedule("cosine")
@@ -206,7 +300,7 @@ def test_learned_fields_give_every_prediction_consistently(objective):
             assert torch.allclose(values.d_alpha * data + values.d_sigma * noise, velocity, atol=1e-10)
 
 
-@pytest.mark.parametrize("method", ["ddim", "dpmpp_2m", "unipc", "edm_heun"])
+@pytest.mark.parametrize("method", ["ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2s", "edm_heun"])
 @pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine", "vp"])
 def test_exact_law_of_the_deterministic_samplers_matches_monte_carlo(method, schedule_name):
     """The law read off three probes gives the strong error that 20 000 sampled noises measure (RMS distance to the
@@ -223,7 +317,7 @@ def test_exact_law_of_the_deterministic_samplers_matches_monte_carlo(method, sch
     assert law.w2_to_target() > 0
 
 
-@pytest.mark.parametrize("method", ["ddim", "dpmpp_2m", "unipc", "edm_heun"])
+@pytest.mark.parametrize("method", ["ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "dpmpp_2s", "edm_heun"])
 @pytest.mark.parametrize("axis_aligned", [False, True], ids=["rotated", "axis-aligned"])
 def test_three_probes_give_the_law_that_d_plus_one_probes_give(method, axis_aligned):
     """(P, Q) from the probes 0, 1 and a random one (in eigen coordinates) equals, to 1e-12, the map read off the d + 1

@@ -6,12 +6,15 @@ import pytest
 import torch
 
 from fmcore import get_schedule
-from fmcore.grids import GRIDS, get_grid
+from fmcore.grids import AYS_SIGMAS, GRIDS, get_grid
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
 @pytest.mark.parametrize("steps", [1 + 1, 5, 40])
 def test_grids_are_increasing_with_steps_intervals_and_end_at_one(name, steps, any_schedule):
+    if name == "ays" and float(any_schedule.snr(torch.tensor(0.0))) > 1 / max(AYS_SIGMAS["sd15"]):
+        pytest.skip("Align Your Steps' published levels start at 14.6: this path's noise starts below them "
+                    "(refused with the reason: tests/test_shipped_grids.py)")
     grid = get_grid(name, steps, any_schedule)
     assert grid.dtype == torch.float64 and grid.shape == (steps + 1,)
     assert bool((grid[1:] > grid[:-1]).all())

@@ -62,10 +62,13 @@ def test_ode_peers_take_our_steps(peer, ours, module, tolerance, schedule_name):
 
 
 @pytest.mark.parametrize(("peer", "ours"), [("peer:k_diffusion/euler", "ddim"), ("peer:k_diffusion/heun", "edm_heun"),
-                                            ("peer:k_diffusion/dpmpp_2m", "dpmpp_2m")])
+                                            ("peer:k_diffusion/dpmpp_2m", "dpmpp_2m"),
+                                            ("peer:k_diffusion/dpmpp_3m", "dpmpp_3m"),
+                                            ("peer:k_diffusion/dpmpp_2s", "dpmpp_2s")])
 @pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine", "vp"])
 def test_k_diffusion_samplers_are_ours_on_the_same_noise_levels(peer, ours, schedule_name):
-    """k-diffusion's Euler is DDIM (η = 0), its Heun EDM's Heun, its DPM-Solver++(2M) ours — from EDM's σ_max."""
+    """k-diffusion's Euler is DDIM (η = 0), its Heun EDM's Heun, its DPM-Solver++(2M) and (3M) (its 3M SDE at η = 0)
+    ours — from EDM's σ_max."""
     _needs("k_diffusion")
     field, x0 = _field(schedule_name)
     grid = get_grid("uniform", 10, t0=edm_start_time(field.schedule))
@@ -74,11 +77,12 @@ def test_k_diffusion_samplers_are_ours_on_the_same_noise_levels(peer, ours, sche
     assert float((theirs.x - mine.x).abs().max()) < 1e-12
 
 
-def test_k_diffusion_euler_ancestral_is_ours_with_the_same_noise():
+@pytest.mark.parametrize("method", ["euler_ancestral", "dpmpp_2s_ancestral"])
+def test_k_diffusion_ancestral_samplers_are_ours_with_the_same_noise(method):
     _needs("k_diffusion")
     field, x0 = _field("vp")
-    theirs = sample(field, x0, "peer:k_diffusion/euler_ancestral", steps=10, generator=4)
-    assert float((theirs.x - sample(field, x0, "euler_ancestral", steps=10, generator=4).x).abs().max()) < 1e-12
+    theirs = sample(field, x0, f"peer:k_diffusion/{method}", steps=10, generator=4)
+    assert float((theirs.x - sample(field, x0, method, steps=10, generator=4).x).abs().max()) < 1e-12
 
 
 def test_torchdyn_rk4_evaluates_its_stages_at_the_wrong_times():

@@ -91,5 +91,5 @@ def test_an_unknown_name_suggests_the_closest_valid_ones():
 
     with pytest.raises(KeyError, match=r"unknown schedule 'cosin' \(did you mean 'cosine'\?\); valid names: \["):
         get_schedule("cosin")
-    with pytest.raises(KeyError, match=r"did you mean 'dpmpp_2m' or 'dpmpp_2m_sde'\?\); valid names: \["):
+    with pytest.raises(KeyError, match=r"did you mean 'dpmpp_2m' or 'dpmpp_3m' or 'dpmpp_2s'\?\); valid names: \["):
         get_method("dpmpp2m")

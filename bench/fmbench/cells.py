@@ -160,28 +160,29 @@ def train_for(spec: CellSpec, cache_dir: str | Path | None, progress: bool = Fal
 
 
 def _build_field(spec: CellSpec, target, schedule, dtype, context: CellContext):
+    """The cell's field, and the user's :class:`TrainedNetwork` behind it for a ``module:`` field (else None)."""
     if spec.field == "analytic":
-        return AnalyticField(target, schedule)
+        return AnalyticField(target, schedule), None
     if is_user_model(spec.field):
         network = load_network(spec.field, context.plugins)
         if isinstance(network.network, nn.Module):
             network.network.to(dtype=dtype, device=spec.device)
-        return network.field(schedule, compute_dtype=AUTOCAST.get(spec.dtype))
+        return network.field(schedule, compute_dtype=AUTOCAST.get(spec.dtype)), network
     if spec.learned_objective() is None:
         raise ValueError(f"field must be 'analytic' or 'learned:<objective>', got {spec.field!r}")
     learned = train_for(spec, context.cache_dir)
     if dtype != torch.float32 or spec.device != "cpu":
         learned.model.to(dtype=dtype, device=spec.device)
-    return learned.in_precision(AUTOCAST.get(spec.dtype))
+    return learned.in_precision(AUTOCAST.get(spec.dtype)), None
 
 
 _network_losses: dict[tuple, float] = {}
 
 
-def _network_floor(spec: CellSpec, field, target, schedule, context: CellContext) -> dict:
+def _network_floor(spec: CellSpec, network, field, target, schedule) -> dict:
     """A user's network's fingerprint and its error floor, its exact FM loss against the analytic target (once per
     network, target, schedule and dtype in a process; :mod:`fmbench.user_models`)."""
-    fingerprint = load_network(spec.field, context.plugins).fingerprint()
+    fingerprint = network.fingerprint()
     key = (fingerprint, spec.target, json.dumps(spec.target_params, sort_keys=True), spec.schedule,
            json.dumps(spec.schedule_params, sort_keys=True), spec.dtype, spec.device)
     if key not in _network_losses:
@@ -254,9 +255,9 @@ def run_cell(spec: CellSpec, context: CellContext | None = None) -> dict:
                 raise ValueError(f"dtype {spec.dtype!r} (mixed precision) applies to learned fields only")
             target = get_target(spec.target, **spec.target_params)
             schedule = get_schedule(spec.schedule, **spec.schedule_params)
-            field = _build_field(spec, target, schedule, dtype, context)
-            if is_user_model(spec.field):
-                row.update(_network_floor(spec, field, target, schedule, context))
+            field, network = _build_field(spec, target, schedule, dtype, context)
+            if network is not None:
+                row.update(_network_floor(spec, network, field, target, schedule))
             noise = _noise(spec.seed, spec.n, target.dim, schedule.prior_std)
             options = _sampler_options(spec, schedule)
             with torch.no_grad():

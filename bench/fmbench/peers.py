@@ -14,7 +14,9 @@ library                     how it is driven
 ``torchode``                ``AutoDiffAdjoint(step method, FixedStepController()).solve`` with a uniform
                             step (it has no user grid)
 ``k-diffusion``             ``sample_euler``, ``sample_heun``, ``sample_dpmpp_2m``,
-                            ``sample_euler_ancestral``, ``sample_dpmpp_2m_sde`` driven by the denoiser
+                            ``sample_euler_ancestral``, ``sample_dpmpp_2m_sde``, ``sample_dpmpp_3m_sde``
+                            (η = 0 as ``dpmpp_3m``, η = 1 as ``dpmpp_3m_sde``), ``sample_dpmpp_2s_ancestral``
+                            (η = 0 as ``dpmpp_2s``) driven by the denoiser
                             D(x̃; σ̃) = the field's data prediction at the time where σ/α = σ̃, in EDM's
                             coordinates x̃ = x/α; the noise levels are the cell's grid mapped to σ/α (so
                             every library sees the same times); ``euler_ancestral`` gets the cell's
@@ -175,7 +177,9 @@ def k_diffusion_sampling():
     return sys.modules["k_diffusion.sampling"]
 
 
-def _k_diffusion(name: str):
+def _k_diffusion(name: str, fixed: Mapping[str, float] | None = None):
+    """k-diffusion's ``name`` sampler on the cell's noise levels, called with its options ``fixed`` besides."""
+
     def integrate(request):
         sampling = k_diffusion_sampling()
         schedule, x0 = request.schedule, request.x0
@@ -194,10 +198,14 @@ def _k_diffusion(name: str):
             return request.field.data_prediction(t, alpha * x_scaled)
 
         sigmas = torch.tensor(levels, dtype=x0.dtype, device=x0.device)
-        options = {"disable": True}
-        if name == "sample_euler_ancestral":  # our generator's noise, drawn as ours is: one draw per noisy step
+        options = {"disable": True, **(fixed or {})}
+        if name in ("sample_euler_ancestral", "sample_dpmpp_2s_ancestral") and options.get("eta", 1.0) > 0:
+            # our generator's noise, drawn as ours is: one draw per noisy step
             options["noise_sampler"] = lambda sigma, sigma_next: brownian_increment(x0.shape, request.generator, x0)
-        if name == "sample_dpmpp_2m_sde":  # its Brownian tree, seeded from the cell's generator (reproducible)
+        if options.get("eta", 1.0) == 0:  # deterministic: no noise (2S-ancestral still adds 0 × a draw)
+            options["noise_sampler"] = lambda sigma, sigma_next: torch.zeros_like(x0)
+        elif name in ("sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"):
+            # its Brownian tree, seeded from the cell's generator (reproducible)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=request.generator))
             positive = sigmas[sigmas > 0]
             options["noise_sampler"] = sampling.BrownianTreeNoiseSampler(
@@ -336,10 +344,16 @@ for _name, _stages in (("euler", 1), ("rk4", 4)):
 for _name, _stages in (("Euler", 1), ("Heun", 2)):
     register_method(Method(f"peer:torchode/{_name.lower()}", _torchode(_name), stages=_stages, family="peer: torchode",
                            requires=("torchode",)))
-for _name, _random in (("sample_euler", False), ("sample_heun", False), ("sample_dpmpp_2m", False),
-                       ("sample_euler_ancestral", True), ("sample_dpmpp_2m_sde", True)):
+for _ours, _name, _random, _fixed in (
+        ("euler", "sample_euler", False, None), ("heun", "sample_heun", False, None),
+        ("dpmpp_2m", "sample_dpmpp_2m", False, None), ("euler_ancestral", "sample_euler_ancestral", True, None),
+        ("dpmpp_2m_sde", "sample_dpmpp_2m_sde", True, None),
+        ("dpmpp_3m", "sample_dpmpp_3m_sde", False, {"eta": 0.0}),  # k-diffusion's 3M is its 3M SDE at η = 0
+        ("dpmpp_3m_sde", "sample_dpmpp_3m_sde", True, None),
+        ("dpmpp_2s", "sample_dpmpp_2s_ancestral", False, {"eta": 0.0}),  # its ancestral sampler at η = 0
+        ("dpmpp_2s_ancestral", "sample_dpmpp_2s_ancestral", True, None)):
     register_method(Method(
-        f"peer:k_diffusion/{_name.removeprefix('sample_')}", _k_diffusion(_name), predictions=("data",),
+        f"peer:k_diffusion/{_ours}", _k_diffusion(_name, _fixed), predictions=("data",),
         needs_schedule=True, start=edm_start_time, random=_random, family="peer: k-diffusion", requires=("k_diffusion",),
     ))
 for _name, _scheduler in DIFFUSERS_SCHEDULERS.items():

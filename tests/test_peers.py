@@ -64,11 +64,14 @@ def test_ode_peers_take_our_steps(peer, ours, module, tolerance, schedule_name):
 @pytest.mark.parametrize(("peer", "ours"), [("peer:k_diffusion/euler", "ddim"), ("peer:k_diffusion/heun", "edm_heun"),
                                             ("peer:k_diffusion/dpmpp_2m", "dpmpp_2m"),
                                             ("peer:k_diffusion/dpmpp_3m", "dpmpp_3m"),
-                                            ("peer:k_diffusion/dpmpp_2s", "dpmpp_2s")])
+                                            ("peer:k_diffusion/dpmpp_2s", "dpmpp_2s"),
+                                            ("peer:k_diffusion/lms", "lms"),
+                                            ("peer:k_diffusion/dpm_solver_2s", "dpm_solver_2s")])
 @pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine", "vp"])
 def test_k_diffusion_samplers_are_ours_on_the_same_noise_levels(peer, ours, schedule_name):
     """k-diffusion's Euler is DDIM (η = 0), its Heun EDM's Heun, its DPM-Solver++(2M) and (3M) (its 3M SDE at η = 0)
-    ours — from EDM's σ_max."""
+    ours, its LMS (coefficients by quadrature) ours (exact polynomial integrals), its DPM-2 DPM-Solver-2 — from EDM's
+    σ_max."""
     _needs("k_diffusion")
     field, x0 = _field(schedule_name)
     grid = get_grid("uniform", 10, t0=edm_start_time(field.schedule))
@@ -83,6 +86,51 @@ def test_k_diffusion_ancestral_samplers_are_ours_with_the_same_noise(method):
     field, x0 = _field("vp")
     theirs = sample(field, x0, f"peer:k_diffusion/{method}", steps=10, generator=4)
     assert float((theirs.x - sample(field, x0, method, steps=10, generator=4).x).abs().max()) < 1e-12
+
+
+def test_k_diffusion_dpmpp_sde_has_the_law_of_correlated_sub_steps(monkeypatch):
+    """k-diffusion's DPM++ SDE draws both sub-steps' noise from one Brownian tree, so they are correlated
+    (``substep_correlation``). 40 000 of its samples (4 steps, vp, a Gaussian) match the exact law of ``dpmpp_sde``,
+    which draws them so, per eigendirection within 5 standard errors — and not the law with independent sub-step noise,
+    whose variance along the top eigendirection is 29 % lower (0.334 vs 0.472), some 40 standard errors away."""
+    _needs("k_diffusion")
+    pytest.importorskip("torchsde", reason="k-diffusion's Brownian tree needs torchsde (fmbench install-peers)")
+    import math
+
+    from fmcore.exact import exact_output_law
+    from fmcore.solvers import singlestep_samplers
+
+    target, schedule, n = get_target("gaussian", d=4, condition_number=10), get_schedule("vp"), 40_000
+    law = exact_output_law(target, schedule, "dpmpp_sde", steps=4)
+    x0 = torch.randn(n, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = sample(AnalyticField(target, schedule), x0, "peer:k_diffusion/dpmpp_sde", steps=4, generator=2).x
+    z = x @ target.eigenvectors[0] if target.eigenvectors is not None else x
+    variance = z.var(0)
+    standard_error = law.variance * math.sqrt(2 / n)
+    assert bool(((z.mean(0) - law.rotated_output_mean).abs() <= 5 * (law.variance / n).sqrt()).all())
+    assert bool(((variance - law.variance).abs() <= 5 * standard_error).all()), (variance, law.variance)
+    monkeypatch.setattr(singlestep_samplers, "substep_correlation", lambda *levels: 0.0)
+    independent = exact_output_law(target, schedule, "dpmpp_sde", steps=4)
+    assert float(((variance - independent.variance).abs() / standard_error).max()) > 20
+
+
+def test_k_diffusion_dpm_adaptive_is_dpm_solver_3_on_the_grid_it_chose_and_that_grid_follows_its_batch():
+    """``sample_dpm_adaptive`` keeps its DPM-Solver-3 steps: on the levels it accepted (``result.grid``) it is
+    ``dpm_solver_3s`` to 1e-12, and its NFE is 3 per attempt, rejected ones included. Its error norm is over the whole
+    batch: each of 8 starts alone takes 9–11 steps where the batch of 64 took 11, and its output moves by up to
+    0.08 (k-diffusion's default tolerances, rtol 0.05, atol 0.0078)."""
+    _needs("k_diffusion")
+    field, x0 = _field("vp")
+    x0 = x0[:64]
+    theirs = sample(field, x0, "peer:k_diffusion/dpm_adaptive")
+    attempts = theirs.info["n_accept"] + theirs.info["n_reject"]
+    assert theirs.nfe == 3 * attempts and len(theirs.grid) == theirs.info["n_accept"] + 1
+    assert theirs.t1 == float(theirs.grid[-1])
+    mine = sample(field, x0, "dpm_solver_3s", grid=theirs.grid)
+    assert float((theirs.x - mine.x).abs().max()) < 1e-12
+    alone = [sample(field, x0[i:i + 1], "peer:k_diffusion/dpm_adaptive") for i in range(8)]
+    assert len({len(result.grid) for result in alone} | {len(theirs.grid)}) > 1
+    assert max(float((result.x - theirs.x[i]).abs().max()) for i, result in enumerate(alone)) > 1e-3
 
 
 def test_torchdyn_rk4_evaluates_its_stages_at_the_wrong_times():
@@ -137,27 +185,131 @@ def test_torchode_fixed_steps_can_take_one_more_step():
     assert float((theirs.x - ours.x).abs().max()) < 1e-14
 
 
-# (diffusers scheduler, our method on the same noise levels): DDPM's float32 α̅ table, read off by the adapter
-DIFFUSERS_PAIRS = [("ddim", "ddim"), ("dpmsolver++", "dpmpp_2m"), ("euler", "ddim"), ("heun", "edm_heun"),
-                   ("flow_match_euler", "ddim")]
+# (diffusers scheduler, our method on the same noise levels and its options, steps): DDPM's float32 α̅ table, read
+# off by the adapter. DEIS and DPM-Solver++ ending at σ_min at 16 steps: below 15 their lower_order_final lowers the
+# last steps' order (test_diffusers_lower_order_final_below_15_steps). DPM-Solver++(3M): its own test below.
+DIFFUSERS_PAIRS = [("ddim", "ddim", {}, 12), ("dpmsolver++", "dpmpp_2m", {}, 12), ("euler", "ddim", {}, 12),
+                   ("heun", "edm_heun", {}, 12), ("flow_match_euler", "ddim", {}, 12),
+                   ("dpmsolver++_sigma_min", "dpmpp_2m", {}, 16),
+                   ("deis", "deis", {"max_order": 2}, 16), ("deis_3", "deis", {}, 16),
+                   ("lms", "lms", {}, 12), ("lms_karras", "lms", {}, 12)]
 
 
-@pytest.mark.parametrize(("peer", "ours"), DIFFUSERS_PAIRS)
+@pytest.mark.parametrize(("peer", "ours", "options", "steps"), DIFFUSERS_PAIRS)
 @pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine"])
-def test_diffusers_schedulers_are_ours_on_their_noise_levels(peer, ours, schedule_name):
+def test_diffusers_schedulers_are_ours_on_their_noise_levels(peer, ours, options, steps, schedule_name):
     """Each scheduler, driven by the exact prediction at its own levels, takes our method's steps on those levels
     (``result.grid``): the same output to float32 round-off (amplified up to 4e-6 relative along the way) —
     diffusers keeps its tables in float32, and Euler, DPM-Solver and FlowMatch step a float64 sample in float32 —
-    and the same NFE. (Euler in σ̃ with ε, and Euler of
-    the flow in σ, are DDIM; diffusers' DPM-Solver++ ends with a first-order step to σ = 0, as ours does.)"""
+    and the same NFE. (Euler in σ̃ with ε, and Euler of the flow in σ, are DDIM; diffusers' DPM-Solver++ ends with a
+    first-order step to σ = 0, as ours does; DEIS's order 1 is DDIM; LMS integrates its Lagrange basis by quadrature,
+    exactly for these cubics.)"""
     _needs("diffusers")
     field, x0 = _field(schedule_name)
-    theirs = sample(field, x0, f"peer:diffusers/{peer}", steps=12)
-    mine = sample(field, x0, ours, grid=theirs.grid)
+    theirs = sample(field, x0, f"peer:diffusers/{peer}", steps=steps)
+    mine = sample(field, x0, ours, grid=theirs.grid, **options)
     assert theirs.nfe == mine.nfe
     scale = float(mine.x.abs().max())
     assert float((theirs.x - mine.x).abs().max()) < 1e-5 * scale  # 1.1e-6 … 4e-6 × scale measured (heun on cosine)
-    assert theirs.t0 == float(theirs.grid[0]) and float(theirs.grid[-1]) == 1.0  # all five end at the data
+    assert theirs.t0 == float(theirs.grid[0])
+    assert (float(theirs.grid[-1]) == 1.0) == (peer not in ("deis", "deis_3", "dpmsolver++_sigma_min"))  # σ_min end
+    assert theirs.t1 == float(theirs.grid[-1])  # the output is where the scheduler stops
+
+
+def _error_to_the_end(field, x0, result) -> float:
+    """Mean distance to the exact flow map from the sampler's start to its own end."""
+    exact = TARGET_GAUSSIAN.flow_map(x0, field.schedule, t0=result.t0, t1=float(result.grid[-1]))
+    return float((result.x - exact).norm(dim=1).mean())
+
+
+TARGET_GAUSSIAN = get_target("gaussian", d=4, condition_number=10)
+
+
+def test_diffusers_lower_order_final_below_15_steps():
+    """Below 15 steps diffusers' ``lower_order_final`` (on by default) takes the last step(s) at first order. Its
+    linspace timesteps end with one long step (timestep ⌊1000/N⌋·k → 0: σ̃ 0.28 → 0.01 on 12 steps, h = 3.3 against
+    0.6 before): there a second-order multistep extrapolates by (1 + 1/2r) with r = 0.18 and loses, a first-order step
+    wins. So DPM-Solver++ ending at σ_min is 3.3× more accurate at 12 steps than at 16 (0.107 vs 0.352 here), and its
+    error rises with the step count across 15 — while DEIS, whose second order is kept on that step by ours, is 4.3×
+    worse with lower_order_final at 12 steps than ours without it (0.131 vs 0.031)."""
+    _needs("diffusers")
+    schedule = get_schedule("cond_ot")
+    field = AnalyticField(TARGET_GAUSSIAN, schedule)
+    x0 = torch.randn(256, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    theirs = {n: sample(field, x0, "peer:diffusers/dpmsolver++_sigma_min", steps=n) for n in (12, 16)}
+    errors = {n: _error_to_the_end(field, x0, result) for n, result in theirs.items()}
+    assert errors[12] < errors[16] / 2, errors
+    ours_12 = _error_to_the_end(field, x0, sample(field, x0, "dpmpp_2m", grid=theirs[12].grid))
+    assert ours_12 > 2 * errors[12]  # second order on the long last step is the loser
+    deis = sample(field, x0, "peer:diffusers/deis", steps=12)
+    ours_deis = _error_to_the_end(field, x0, sample(field, x0, "deis", grid=deis.grid, max_order=2))
+    assert _error_to_the_end(field, x0, deis) > 2 * ours_deis
+
+
+def test_diffusers_3m_warm_starts_with_the_midpoint_form_where_k_diffusion_takes_phi_2():
+    """diffusers' DPM-Solver++(3M) and k-diffusion's (= ``dpmpp_3m``, to 1e-12) share the third-order update but not
+    the second-order step that warms it up: diffusers takes its 2M "midpoint" form, α_t(1 − ρ)/2 · d, k-diffusion
+    α_tφ₂d with φ₂ = 1 + (e^{−h} − 1)/h (d = (D_s − D_prev)/r). Driven step by step (float64 σ's, so only the sample's
+    float32 cast remains), the two agree after the first step to 2e-7 and differ after the second by exactly
+    α_t((1 − ρ)/2 − φ₂)d (5e-5 here); the 3M steps then carry that on, 4e-4 at the end of 16 steps on this mixture."""
+    _needs("diffusers")
+    import math
+
+    import diffusers
+    from fmbench import peers
+
+    field, x0 = _field("cond_ot")
+    schedule = field.schedule
+    scheduler = diffusers.DPMSolverMultistepScheduler(solver_order=3)
+    scheduler.set_timesteps(16)
+    scheduler.sigmas = scheduler.sigmas.double()
+    times, latent, theirs = [], None, []
+    for timestep in scheduler.timesteps:
+        snr = 1.0 / float(scheduler.sigmas[scheduler.step_index or 0])
+        t, _, sigma_t = peers._point_of_snr(schedule, snr, "test")
+        c, e = peers._coefficients("vp", snr)
+        latent = x0 * (e / sigma_t) if latent is None else latent
+        times.append(t)
+        data = field.data_prediction(t, latent * (sigma_t / e))
+        latent = scheduler.step((latent - c * data) / e, timestep, latent, return_dict=False)[0].double()
+        level = float(scheduler.sigmas[scheduler.step_index])
+        snr_next = math.inf if level == 0.0 else 1.0 / level
+        t_next, alpha_next, _ = peers._point_of_snr(schedule, snr_next, "test")
+        theirs.append(latent * (alpha_next / peers._coefficients("vp", snr_next)[0]))
+    grid = torch.tensor([*times, t_next], dtype=torch.float64)
+    ours = sample(field, x0, "dpmpp_3m", grid=grid, return_trajectory=True).trajectory
+    assert float((theirs[0] - ours[1]).abs().max()) < 1e-6
+    (a_0, s_0), (a_1, s_1), (a_2, s_2) = [(float(v.alpha), float(v.sigma)) for v in (schedule(u) for u in times[:3])]
+    h_prev, h = math.log(a_1 * s_0 / (a_0 * s_1)), math.log(a_2 * s_1 / (a_1 * s_2))
+    rho, phi_2 = math.exp(-h), math.expm1(-h) / h + 1.0
+    d = (field.data_prediction(times[1], ours[1]) - field.data_prediction(times[0], ours[0])) / (h_prev / h)
+    predicted = a_2 * ((1.0 - rho) / 2 - phi_2) * d
+    assert float(predicted.abs().max()) > 1e-5
+    torch.testing.assert_close(theirs[1] - ours[2], predicted, rtol=0, atol=1e-6)
+
+
+def test_diffusers_karras_sigmas_tell_the_network_a_rounded_timestep():
+    """With ``use_karras_sigmas`` DPM-Solver++ keeps the Karras σ̃'s exactly but hands the network the nearest integer
+    timestep: a network trained on the DDPM table is then asked about a level up to 0.7 % off the sample's (σ̃ 0.2067
+    told 0.2053 on 12 steps). The adapter tells the field that timestep's level, as a network would be told; the
+    output moves by about 5e-3 from ours on the sample's levels, a thousand times float32's 4e-6."""
+    _needs("diffusers")
+    import diffusers
+
+    scheduler = diffusers.DPMSolverMultistepScheduler(use_karras_sigmas=True)
+    scheduler.set_timesteps(12)
+    table = scheduler.alphas_cumprod.double()
+    told = ((1 - table[scheduler.timesteps]) / table[scheduler.timesteps]).sqrt()
+    kept = scheduler.sigmas[:-1].double()
+    offset = float(((told - kept) / kept).abs().max())
+    assert 1e-3 < offset < 1e-2
+    schedule = get_schedule("cond_ot")
+    field = AnalyticField(TARGET_GAUSSIAN, schedule)
+    x0 = torch.randn(256, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    theirs = sample(field, x0, "peer:diffusers/dpmsolver++_karras", steps=12)
+    mine = sample(field, x0, "dpmpp_2m", grid=theirs.grid)
+    difference = float((theirs.x - mine.x).abs().max()) / float(mine.x.abs().max())
+    assert 1e-4 < difference < 1e-2
 
 
 @pytest.mark.parametrize(("peer", "ours", "class_name", "tables"), [
@@ -194,6 +346,34 @@ def test_diffusers_differs_from_ours_by_its_float32_tables_only(monkeypatch, pee
     theirs = sample(field, x0, "float64 tables", steps=12)
     mine = sample(field, x0, ours, grid=theirs.grid)
     assert float((theirs.x - mine.x).abs().max()) < 1e-12
+
+
+@pytest.mark.parametrize("steps", [16, 64])
+def test_diffusers_deis_of_order_3_loses_its_float32_coefficients_as_steps_shrink(monkeypatch, steps):
+    """diffusers' third-order DEIS coefficients are differences of its closed-form integrals (``ind_fn``) of nearly
+    equal log σ's, computed from its float32 σ table: they cancel as the steps shrink. Shipped, it is ours to 7e-6 at
+    16 steps but only 8e-4 at 64 (the Gaussian of ``results/peers.md``: d = 8); with the table in float64, ours to
+    1e-12 at both — the whole difference is that round-off."""
+    _needs("diffusers")
+    import diffusers
+
+    target = get_target("gaussian", d=8, condition_number=100)
+    field = AnalyticField(target, get_schedule("cond_ot"))
+    x0 = torch.randn(2000, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    shipped = sample(field, x0, "peer:diffusers/deis_3", steps=steps)
+    mine = sample(field, x0, "deis", grid=shipped.grid)
+    shipped_difference = float((shipped.x - mine.x).abs().max())
+    scheduler_class = diffusers.DEISMultistepScheduler
+    set_timesteps = scheduler_class.set_timesteps
+
+    def in_float64(self, *args, **kwargs):
+        set_timesteps(self, *args, **kwargs)
+        self.sigmas = self.sigmas.double()
+
+    monkeypatch.setattr(scheduler_class, "set_timesteps", in_float64)
+    exact_tables = sample(field, x0, "peer:diffusers/deis_3", steps=steps)
+    assert float((exact_tables.x - mine.x).abs().max()) < 1e-11
+    assert shipped_difference > (1e-4 if steps == 64 else 1e-6)
 
 
 def test_diffusers_ddim_leading_spacing_starts_short_of_pure_noise():

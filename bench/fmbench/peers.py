@@ -16,13 +16,15 @@ library                     how it is driven
 ``k-diffusion``             ``sample_euler``, ``sample_heun``, ``sample_dpmpp_2m``,
                             ``sample_euler_ancestral``, ``sample_dpmpp_2m_sde``, ``sample_dpmpp_3m_sde``
                             (η = 0 as ``dpmpp_3m``, η = 1 as ``dpmpp_3m_sde``), ``sample_dpmpp_2s_ancestral``
-                            (η = 0 as ``dpmpp_2s``) driven by the denoiser
+                            (η = 0 as ``dpmpp_2s``), ``sample_dpmpp_sde``, ``sample_lms``, ``sample_dpm_2``
+                            (as ``dpm_solver_2s``) driven by the denoiser
                             D(x̃; σ̃) = the field's data prediction at the time where σ/α = σ̃, in EDM's
                             coordinates x̃ = x/α; the noise levels are the cell's grid mapped to σ/α (so
                             every library sees the same times); ``euler_ancestral`` gets the cell's
-                            generator as its noise sampler
-``diffusers``               ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``UniPCMultistepScheduler``,
-                            ``EulerDiscreteScheduler``, ``HeunDiscreteScheduler``,
+                            generator as its noise sampler, the SDE samplers their Brownian tree seeded from it
+``diffusers``               ``DDIMScheduler``, ``DPMSolverMultistepScheduler`` (orders 2 and 3, Karras σ's,
+                            ending at σ_min), ``DEISMultistepScheduler``, ``LMSDiscreteScheduler``,
+                            ``UniPCMultistepScheduler``, ``EulerDiscreteScheduler``, ``HeunDiscreteScheduler``,
                             ``FlowMatchEulerDiscreteScheduler`` on their own timesteps and tables (``steps``
                             = their ``num_inference_steps``), answered with the exact ε / flow prediction at
                             our time of the same SNR (:class:`DiffusersScheduler`)
@@ -44,6 +46,7 @@ import importlib.util
 import math
 import sys
 import types
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from fmcore.grids import EDM_SIGMA_MIN
 from fmcore.solvers import Method, register_method
 from fmcore.solvers.diffusion_samplers import edm_start_time
 from fmcore.solvers.sde import brownian_increment
@@ -142,6 +146,13 @@ def _point_of_snr(schedule, snr: float, sampler: str) -> tuple[float, float, flo
     return t, float(values.alpha), float(values.sigma)
 
 
+def _refuse_a_start_at_pure_noise(schedule, alpha: float, sampler: str) -> None:
+    """k-diffusion steps x/α in noise levels σ/α: refuse a start where α = 0, saying where it can start."""
+    if alpha == 0.0:
+        raise ValueError(f"k-diffusion's {sampler} steps x/α in noise levels σ/α: it needs α > 0 where it starts; "
+                         f"start the grid at t ≥ {edm_start_time(schedule)}")
+
+
 def k_diffusion_sampling():
     """k-diffusion's ``sampling`` module, loaded without the package ``__init__`` (see the module docstring)."""
     if "k_diffusion.sampling" in sys.modules:
@@ -186,6 +197,7 @@ def _k_diffusion(name: str, fixed: Mapping[str, float] | None = None):
         times = request.grid.tolist()
         values = [schedule(t) for t in times]
         alphas = [float(v.alpha) for v in values]
+        _refuse_a_start_at_pure_noise(schedule, alphas[0], name)
         levels = [float(v.sigma) / a for v, a in zip(values, alphas, strict=True)]
         point_of = {level: (t, alpha) for level, t, alpha in zip(levels, times, alphas, strict=True)}
 
@@ -204,7 +216,7 @@ def _k_diffusion(name: str, fixed: Mapping[str, float] | None = None):
             options["noise_sampler"] = lambda sigma, sigma_next: brownian_increment(x0.shape, request.generator, x0)
         if options.get("eta", 1.0) == 0:  # deterministic: no noise (2S-ancestral still adds 0 × a draw)
             options["noise_sampler"] = lambda sigma, sigma_next: torch.zeros_like(x0)
-        elif name in ("sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde"):
+        elif name in ("sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde", "sample_dpmpp_sde"):
             # its Brownian tree, seeded from the cell's generator (reproducible)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=request.generator))
             positive = sigmas[sigmas > 0]
@@ -214,6 +226,42 @@ def _k_diffusion(name: str, fixed: Mapping[str, float] | None = None):
         return alphas[-1] * scaled, None, {}
 
     return integrate
+
+
+def _k_diffusion_adaptive(request):
+    r"""k-diffusion's ``sample_dpm_adaptive`` (DPM-Solver-23: a DPM-Solver-3 step, its error against the DPM-Solver-2
+    step on the same evaluations, a PID controller in λ) from the grid's first level to its last (EDM's 0.002 where
+    that is 0: it cannot reach σ = 0), at the request's tolerances. The levels it accepted are recorded as
+    ``result.grid``: given them, it is ``dpm_solver_3s`` on that grid (``tests/test_peers.py``), whose exact law it
+    has. Its error norm is taken over the whole batch, so the steps a sample gets depend on its batch."""
+    sampling = k_diffusion_sampling()
+    schedule, x0 = request.schedule, request.x0
+    start, end = (schedule(float(t)) for t in (request.grid[0], request.grid[-1]))
+    _refuse_a_start_at_pure_noise(schedule, float(start.alpha), "sample_dpm_adaptive")
+    level_max = float(start.sigma / start.alpha)
+    level_min = float(end.sigma / end.alpha) or EDM_SIGMA_MIN
+
+    def denoiser(x_scaled: Tensor, level: Tensor) -> Tensor:
+        t, alpha, _ = _point_of_snr(schedule, 1.0 / float(level.reshape(-1)[0]), "k-diffusion's sample_dpm_adaptive")
+        return request.field.data_prediction(t, alpha * x_scaled)
+
+    accepted = [level_max]
+
+    def record(info: dict) -> None:
+        if info["n_accept"] == len(accepted):  # this attempt was accepted: the solve is now at info["sigma"]
+            accepted.append(float(info["sigma"]))
+
+    levels = torch.tensor([level_min, level_max], dtype=torch.float64)  # not its torch.tensor(float): float32
+    with warnings.catch_warnings():  # its torch.tensor(a tensor) copies with a UserWarning
+        warnings.simplefilter("ignore", UserWarning)
+        scaled, info = sampling.sample_dpm_adaptive(
+            denoiser, x0 / float(start.alpha), levels[0], levels[1], rtol=request.rtol, atol=request.atol,
+            disable=True, callback=record, return_info=True)
+    label = "k-diffusion's sample_dpm_adaptive"
+    times = [float(request.grid[0])] + [_point_of_snr(schedule, 1.0 / level, label)[0] for level in accepted[1:]]
+    t_end, alpha_end, _ = _point_of_snr(schedule, 1.0 / accepted[-1], label)
+    return alpha_end * scaled, None, {"model_times": torch.tensor(times, dtype=torch.float64), "output_time": t_end,
+                                      "n_accept": info["n_accept"], "n_reject": info["n_reject"]}
 
 
 # ---------------------------------------------------------------------- diffusers schedulers on their own tables
@@ -296,6 +344,15 @@ def _diffusers(spec: DiffusersScheduler):
                 return _snr_of_level("vp", float(scheduler.alphas_cumprod[int(timestep)]))
             return _snr_of_level(LEVELS[spec.levels], float(scheduler.sigmas[scheduler.step_index or 0]))
 
+        def network_snr(timestep, snr: float) -> float:
+            """The SNR the network is told: a network trained on a DDPM table knows its integer timesteps, so where
+            the scheduler hands it one, ᾱ there (Karras σ's rounded to a timestep are not that timestep's σ);
+            else, or where the two agree to the float32 table's round-off, the sample's own level."""
+            if timestep.is_floating_point() or not hasattr(scheduler, "alphas_cumprod"):
+                return snr
+            told = _snr_of_level("vp", float(scheduler.alphas_cumprod[int(timestep)]))
+            return snr if abs(told / snr - 1.0) < 1e-6 else told
+
         times = []
         latent = None
         for timestep in scheduler.timesteps:
@@ -307,7 +364,9 @@ def _diffusers(spec: DiffusersScheduler):
                 times.append(t)
             model_input = scheduler.scale_model_input(latent, timestep) if spec.latent != spec.model_input else latent
             c, e = _coefficients(spec.model_input, snr)
-            data = field_.data_prediction(t, model_input * (sigma_t / e))
+            told = network_snr(timestep, snr)
+            t_told = t if told == snr else _point_of_snr(schedule, told, f"diffusers' {spec.class_name}")[0]
+            data = field_.data_prediction(t_told, model_input * (sigma_t / e))
             output = _prediction(spec.prediction, data, model_input, c, e)
             latent = scheduler.step(output, timestep, latent, return_dict=False)[0]
         final = (float(scheduler.final_alpha_cumprod) if spec.levels == "alphas_cumprod" else float(scheduler.sigmas[-1]))
@@ -315,7 +374,7 @@ def _diffusers(spec: DiffusersScheduler):
         t_end, alpha_end, _ = _point_of_snr(schedule, snr_end, f"diffusers' {spec.class_name}")
         times.append(t_end)
         x = latent.to(request.x0.dtype) * (alpha_end / _coefficients(spec.latent, snr_end)[0])
-        return x, None, {"model_times": torch.tensor(times, dtype=torch.float64)}
+        return x, None, {"model_times": torch.tensor(times, dtype=torch.float64), "output_time": t_end}
 
     return integrate
 
@@ -327,10 +386,22 @@ DIFFUSERS_SCHEDULERS = {
     "euler": DiffusersScheduler("EulerDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
     "heun": DiffusersScheduler("HeunDiscreteScheduler", "edm", "vp", "epsilon", "sigmas", stages=None),
     "flow_match_euler": DiffusersScheduler("FlowMatchEulerDiscreteScheduler", "flow", "flow", "flow", "flow_sigmas"),
+    "dpmsolver++_3m": DiffusersScheduler("DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
+                                         {"solver_order": 3}),
+    "dpmsolver++_karras": DiffusersScheduler("DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
+                                             {"use_karras_sigmas": True}),
+    "dpmsolver++_sigma_min": DiffusersScheduler("DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
+                                                {"final_sigmas_type": "sigma_min"}),
+    "deis": DiffusersScheduler("DEISMultistepScheduler", "vp", "vp", "epsilon", "sigmas"),
+    "deis_3": DiffusersScheduler("DEISMultistepScheduler", "vp", "vp", "epsilon", "sigmas", {"solver_order": 3}),
+    "lms": DiffusersScheduler("LMSDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
+    "lms_karras": DiffusersScheduler("LMSDiscreteScheduler", "edm", "vp", "epsilon", "sigmas", {"use_karras_sigmas": True}),
 }
 """The diffusers schedulers scored, at their defaults (DDPM's linear β table from 1e-4 to 0.02 over 1000 steps;
 Heun's own 0.00085–0.012), except DDIM's ``clip_sample``, on by default, which clips the data prediction to
-[−1, 1] (an image range; our targets are not in it). ``peer:diffusers/<name>``."""
+[−1, 1] (an image range; our targets are not in it), and the variants named after their option: DPM-Solver++ of
+order 3, on Karras σ's, ending at the table's σ_min instead of 0; DEIS of order 3 (its default is 2); LMS on Karras
+σ's. ``peer:diffusers/<name>``."""
 
 
 # ---------------------------------------------------------------------- registration
@@ -351,11 +422,19 @@ for _ours, _name, _random, _fixed in (
         ("dpmpp_3m", "sample_dpmpp_3m_sde", False, {"eta": 0.0}),  # k-diffusion's 3M is its 3M SDE at η = 0
         ("dpmpp_3m_sde", "sample_dpmpp_3m_sde", True, None),
         ("dpmpp_2s", "sample_dpmpp_2s_ancestral", False, {"eta": 0.0}),  # its ancestral sampler at η = 0
-        ("dpmpp_2s_ancestral", "sample_dpmpp_2s_ancestral", True, None)):
+        ("dpmpp_2s_ancestral", "sample_dpmpp_2s_ancestral", True, None),
+        ("lms", "sample_lms", False, None),
+        ("dpm_solver_2s", "sample_dpm_2", False, None),
+        ("dpmpp_sde", "sample_dpmpp_sde", True, None)):
     register_method(Method(
         f"peer:k_diffusion/{_ours}", _k_diffusion(_name, _fixed), predictions=("data",),
         needs_schedule=True, start=edm_start_time, random=_random, family="peer: k-diffusion", requires=("k_diffusion",),
     ))
+register_method(Method(
+    "peer:k_diffusion/dpm_adaptive", _k_diffusion_adaptive, stepping="adaptive", tolerances=(0.05, 0.0078),
+    predictions=("data",), needs_schedule=True, start=edm_start_time, family="peer: k-diffusion",
+    requires=("k_diffusion",),
+))
 for _name, _scheduler in DIFFUSERS_SCHEDULERS.items():
     register_method(Method(f"peer:diffusers/{_name}", _diffusers(_scheduler), stepping="own_grid",
                            stages=_scheduler.stages, predictions=("data",), needs_schedule=True, family="peer: diffusers",

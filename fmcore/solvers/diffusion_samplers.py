@@ -1,5 +1,6 @@
 r"""Diffusion samplers, native, on any schedule: DDIM, Euler-ancestral, DPM-Solver++(2M) and (3M) and their SDE
-variants, UniPC, iPNDM, and EDM's Heun sampler with stochastic churn.
+variants, UniPC, the multisteps in noise level (iPNDM, DEIS, LMS), and EDM's Heun sampler with stochastic churn.
+The singlestep samplers (DPM-Solver-2/3, DPM-Solver++(2S), DPM++ SDE) are in :mod:`.singlestep_samplers`.
 
 They are written in the path's own time t (``grid[0]`` → 1) with :math:`x_t = \alpha_t x_1 + \sigma_t\varepsilon`,
 from the field's data prediction :math:`D = E[x_1 | x_t]` (one NFE per call). The papers write them in other
@@ -38,17 +39,19 @@ method              step s → t (ε̂ = (x − α_s D_s)/σ_s, ξ ~ N(0, I))   
 ``ipndm``           Adams–Bashforth in :math:`(\tilde x, \tilde\sigma)` with the constant-step                2
                     weights of orders 1…4 on :math:`d = (\tilde x - D)/\tilde\sigma` (warm start
                     by the lower orders); :math:`\tilde x = D` on a last step to σ̃ = 0
-``dpmpp_2s``        DPM-Solver++(2S), singlestep: a half step in λ to :math:`\tilde\sigma_m = (\tilde\sigma_s      2
-                    \tilde\sigma_t)^{1/2}`, then the step with :math:`D_m` (two NFE per step)
-``dpmpp_2s_         the same to k-diffusion's :math:`\tilde\sigma_{down}`, then noise                         1 (weak)
-ancestral``         :math:`\tilde\sigma_{up}\xi` (η = 1; :func:`integrate_dpmpp_2s_ancestral`)
+``deis``            :math:`\tilde x_t = \tilde x_s + \sum_j c_j\hat\varepsilon_{s-j}`, :math:`c_j` the integral  3
+                    over :math:`\tilde\sigma` of the Lagrange basis in :math:`\log\tilde\sigma` through the
+                    last ``max_order`` (3) steps (diffusers' DEIS); DDIM's step to σ̃ = 0
+``lms``             the same with the Lagrange basis in :math:`\tilde\sigma` itself, ``max_order`` 4          4
+                    (k-diffusion's and diffusers' LMS)
 ``edm_heun``        Heun in :math:`(\tilde x, \tilde\sigma)`, Euler on a last step to :math:`\tilde\sigma = 0`;      2
                     with ``churn`` > 0 each step first raises :math:`\tilde\sigma` by
                     :math:`\gamma = \min(\text{churn}/N, \sqrt2 - 1)` and adds the matching noise
 =================== =========================================================================== ===========
 
 Each integrates from ``request.x0`` at ``request.grid[0]``; NFE: one data prediction per step (two for
-``edm_heun`` except on a final step to :math:`\tilde\sigma = 0`).
+``edm_heun`` except on a final step to :math:`\tilde\sigma = 0`). The helpers ``_values``, ``_edm_coordinates``,
+``_checked``, ``_trajectory`` and ``_register`` are shared with :mod:`.singlestep_samplers`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from __future__ import annotations
 import math
 
 import torch
+from numpy.polynomial import Polynomial
 from torch import Tensor
 
 from .errors import SolverDivergenceError
@@ -280,8 +284,81 @@ def _unipc_update(x: Tensor, start: tuple[float, float], end: tuple[float, float
     return (sigma_t / sigma_s) * x + alpha_t * (1.0 - rho) * corrected
 
 
+def _lagrange_basis(nodes: list[float]) -> list[Polynomial]:
+    r""":math:`\ell_j(u) = \prod_{m \ne j}(u - u_m)/(u_j - u_m)`, the Lagrange basis on ``nodes``."""
+    basis = []
+    for j, node in enumerate(nodes):
+        polynomial = Polynomial([1.0])
+        for m, other in enumerate(nodes):
+            if m != j:
+                polynomial = polynomial * Polynomial([-other, 1.0]) / (node - other)
+        basis.append(polynomial)
+    return basis
+
+
+def lms_weights(levels: list[float], level_t: float) -> list[float]:
+    r"""Linear multistep in the noise level: :math:`c_j = \int_{\tilde\sigma_0}^{\tilde\sigma_t}\ell_j(\tilde\sigma)
+    \,d\tilde\sigma`, the Lagrange basis on the levels ``levels`` (newest first, :math:`\tilde\sigma_0` the current
+    one), integrated exactly (k-diffusion's ``linear_multistep_coeff`` integrates it with ``scipy.integrate.quad``)."""
+    nodes = [level - levels[0] for level in levels]  # centred on the current level, for conditioning
+    return [float(basis.integ()(level_t - levels[0])) for basis in _lagrange_basis(nodes)]
+
+
+def deis_weights(levels: list[float], level_t: float) -> list[float]:
+    r"""DEIS's quadrature in diffusers' form: the Lagrange basis in :math:`u = \log\tilde\sigma` integrated over
+    :math:`\tilde\sigma = e^u`, :math:`c_j = \int_{u_0}^{u_t} e^{u}\ell_j(u)\,du`, exactly, from
+    :math:`\int e^u p\,du = e^u(p - p' + p'' - \dots)` for a polynomial p (diffusers writes out the integrals of orders
+    2 and 3; this is the same for any order)."""
+    nodes = [math.log(level / levels[0]) for level in levels]  # u − u_0
+    end = math.log(level_t / levels[0])
+    weights = []
+    for basis in _lagrange_basis(nodes):
+        alternating = sum(((-1) ** k) * basis.deriv(k) for k in range(1, len(nodes))) + basis
+        weights.append(levels[0] * (math.exp(end) * float(alternating(end)) - float(alternating(0.0))))
+    return weights
+
+
+def _noise_level_multistep(field, x0: Tensor, grid: Tensor, schedule, max_order: float, return_trajectory: bool,
+                           name: str, weights) -> tuple:
+    r"""A linear multistep for :math:`d\tilde x/d\tilde\sigma = \hat\varepsilon = (\tilde x - D)/\tilde\sigma` in EDM's
+    coordinates :math:`\tilde x = x/\alpha`, :math:`\tilde\sigma = \sigma/\alpha`:
+    :math:`\tilde x_t = \tilde x_s + \sum_j c_j\hat\varepsilon_{s-j}` over the last :math:`k = \min(\text{max\_order},
+    i + 1)` noise predictions, with ``weights(levels, level_t)`` → the :math:`c_j`."""
+    order_cap = int(max_order)
+    if order_cap != max_order or not 1 <= order_cap <= 4:
+        raise ValueError(f"{name}: max_order must be 1, 2, 3 or 4, got {max_order:g}")
+    times = grid.tolist()
+    x, points = x0, ([x0] if return_trajectory else None)
+    history: list[tuple[Tensor, float]] = []  # (noise prediction, its level), newest first
+    for step, (s, t) in enumerate(zip(times[:-1], times[1:], strict=True)):
+        alpha_s, level_s, alpha_t, level_t = _edm_coordinates(schedule, s, t, name)
+        scaled = x / alpha_s
+        data = field.data_prediction(s, x)
+        history = [((scaled - data) / level_s, level_s), *history][:order_cap]
+        coefficients = weights([level for _, level in history], level_t)
+        scaled = scaled + sum(c * noise for c, (noise, _) in zip(coefficients, history, strict=True))
+        x = _checked(alpha_t * scaled, name, step, s, t)
+        if points is not None:
+            points.append(x)
+    return x, _trajectory(points), {}
+
+
 ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12), 4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
 """The constant-step Adams–Bashforth weights of orders 1 to 4, newest slope first."""
+
+
+def _to_the_data(levels: list[float]) -> list[float]:
+    r"""DDIM's weights on a last step to σ̃ = 0: :math:`\tilde x_t = \tilde x_s - \tilde\sigma_s\hat\varepsilon_s = D_s`."""
+    return [-levels[0]] + [0.0] * (len(levels) - 1)
+
+
+def ipndm_weights(levels: list[float], level_t: float) -> list[float]:
+    r"""iPNDM's :math:`c_j = (\tilde\sigma_t - \tilde\sigma_0)\,b^{(k)}_j` with the constant-step weights of order
+    k = ``len(levels)`` (:data:`ADAMS_BASHFORTH`), whatever the steps; :math:`c = (-\tilde\sigma_0, 0, \dots)`,
+    :math:`\tilde x_t = D`, on a last step to σ̃ = 0."""
+    if level_t == 0.0:
+        return _to_the_data(levels)
+    return [(level_t - levels[0]) * weight for weight in ADAMS_BASHFORTH[len(levels)]]
 
 
 def integrate_ipndm(field, x0: Tensor, grid: Tensor, schedule, max_order: float, generator, return_trajectory: bool,
@@ -298,79 +375,32 @@ def integrate_ipndm(field, x0: Tensor, grid: Tensor, schedule, max_order: float,
     step to σ̃ = 0. It is second order: constant-step weights on steps that are not constant (EDM's ρ = 7 grid: 2.11
     at N = 128 → 256), and on constant steps its Euler first step's O(h²) error bounds it at 2 in the end (local orders
     3.1, 4.2, 3.6 over N = 32 → 256 from σ/α = 10 to 0.1, falling). It matches a transcription of the reference code to
-    1e-12 (``tests/test_diffusion_samplers.py``). Like ``edm_heun`` it needs σ/α finite where it starts."""
-    order_cap = int(max_order)
-    if order_cap != max_order or order_cap not in ADAMS_BASHFORTH:
-        raise ValueError(f"{name}: max_order must be 1, 2, 3 or 4, got {max_order:g}")
-    times = grid.tolist()
-    x, points = x0, ([x0] if return_trajectory else None)
-    slopes: list[Tensor] = []  # newest first, at most max_order − 1 kept
-    for step, (s, t) in enumerate(zip(times[:-1], times[1:], strict=True)):
-        alpha_s, level_s, alpha_t, level_t = _edm_coordinates(schedule, s, t, name)
-        data = field.data_prediction(s, x)
-        scaled = x / alpha_s
-        slope = (scaled - data) / level_s
-        if level_t == 0.0:
-            scaled = data
-        else:
-            weights = ADAMS_BASHFORTH[min(order_cap, step + 1)]
-            increment = sum(weight * previous for weight, previous in zip(weights, [slope, *slopes], strict=False))
-            scaled = scaled + (level_t - level_s) * increment
-        slopes = [slope, *slopes][: order_cap - 1]
-        x = _checked(alpha_t * scaled, name, step, s, t)
-        if points is not None:
-            points.append(x)
-    return x, _trajectory(points), {}
+    1e-12 (``tests/test_diffusion_samplers.py``). Like ``edm_heun`` it needs σ/α finite where it starts.
+    :func:`_noise_level_multistep` with :func:`ipndm_weights`."""
+    return _noise_level_multistep(field, x0, grid, schedule, max_order, return_trajectory, name, ipndm_weights)
 
 
-def ancestral_levels(level_s: float, level_t: float, eta: float) -> tuple[float, float]:
-    r"""k-diffusion's ``get_ancestral_step`` in EDM noise levels: :math:`\tilde\sigma_{up} = \min(\tilde\sigma_t,
-    \eta\,\tilde\sigma_t\sqrt{1 - \tilde\sigma_t^2/\tilde\sigma_s^2})` and :math:`\tilde\sigma_{down} =
-    \sqrt{\tilde\sigma_t^2 - \tilde\sigma_{up}^2}`: a deterministic step to σ̃_down, then fresh noise back up to σ̃_t."""
-    if eta == 0.0:
-        return level_t, 0.0
-    up = min(level_t, eta * math.sqrt(max(0.0, level_t**2 * (level_s**2 - level_t**2) / level_s**2)))
-    return math.sqrt(max(0.0, level_t**2 - up**2)), up
+def integrate_lms(field, x0: Tensor, grid: Tensor, schedule, max_order: float, generator, return_trajectory: bool,
+                  name: str = "lms"):
+    r"""LMS: k-diffusion's ``sample_lms`` and diffusers' ``LMSDiscreteScheduler`` — the Adams–Bashforth method of
+    order ``max_order`` (4) on the grid's own levels, :func:`lms_weights`, warm-started by the lower orders, in
+    :func:`_noise_level_multistep`. Its last step to σ̃ = 0 integrates the polynomial there (no special case)."""
+    return _noise_level_multistep(field, x0, grid, schedule, max_order, return_trajectory, name, lms_weights)
 
 
-def integrate_dpmpp_2s_ancestral(field, x0: Tensor, grid: Tensor, schedule, eta: float, generator,
-                                 return_trajectory: bool, name: str = "dpmpp_2s_ancestral"):
-    r"""DPM-Solver++(2S) (Lu et al. 2022, Algorithm 1 with r = ½) with k-diffusion's ancestral noise
-    (``sample_dpmpp_2s_ancestral``; η = 0: the deterministic singlestep solver), in EDM's coordinates
-    :math:`\tilde x = x/\alpha`, :math:`\lambda = -\log\tilde\sigma`. A step s → t: :math:`(\tilde\sigma_{down},
-    \tilde\sigma_{up})` from :func:`ancestral_levels`, :math:`h = \lambda_{down} - \lambda_s`, then
+def integrate_deis(field, x0: Tensor, grid: Tensor, schedule, max_order: float, generator, return_trajectory: bool,
+                   name: str = "deis"):
+    r"""DEIS (Zhang & Chen 2023) as diffusers' ``DEISMultistepScheduler`` writes it (``algorithm_type="deis"``): the
+    noise prediction extrapolated by its Lagrange polynomial in :math:`\log\tilde\sigma` through the last ``max_order``
+    (3) steps and integrated exactly in :math:`\tilde\sigma` (:func:`deis_weights`; order 1 is DDIM). This is DEIS's
+    ρAB with the polynomial in log ρ; the paper's tAB takes it in the time of its own VP schedule instead. A last step
+    to σ̃ = 0 (log σ̃ = −∞) is DDIM's, :math:`\tilde x = D` (a polynomial in log σ̃ extrapolated to −∞ would
+    amplify its nodes' differences by 1/h^{k-1}), as DPM-Solver++ ends."""
 
-    .. math::
-        \tilde x_m = \frac{\tilde\sigma_m}{\tilde\sigma_s}\tilde x - (e^{-h/2} - 1)D_s,\quad
-        \tilde\sigma_m = e^{-(\lambda_s + h/2)},\qquad
-        \tilde x' = \frac{\tilde\sigma_{down}}{\tilde\sigma_s}\tilde x - (e^{-h} - 1)D(\tilde x_m; \tilde\sigma_m)
-        + \tilde\sigma_{up}\xi,
+    def weights(levels: list[float], level_t: float) -> list[float]:
+        return deis_weights(levels, level_t) if level_t > 0.0 else _to_the_data(levels)
 
-    :math:`D_m` taken at our time of noise level σ̃_m; a step to σ̃_down = 0 is Euler, :math:`\tilde x' = D_s` (one NFE).
-    Like ``edm_heun`` it needs σ/α finite where it starts."""
-    times = grid.tolist()
-    x, points = x0, ([x0] if return_trajectory else None)
-    for step, (s, t) in enumerate(zip(times[:-1], times[1:], strict=True)):
-        alpha_s, level_s, alpha_t, level_t = _edm_coordinates(schedule, s, t, name)
-        scaled = x / alpha_s
-        data = field.data_prediction(s, x)
-        down, up = ancestral_levels(level_s, level_t, eta)
-        if down == 0.0:
-            scaled = data
-        else:
-            h = math.log(level_s / down)
-            level_mid = math.sqrt(level_s * down)
-            t_mid = float(schedule.t_from_snr(1.0 / level_mid))
-            alpha_mid = _values(schedule, t_mid)[0]
-            middle = (level_mid / level_s) * scaled - math.expm1(-0.5 * h) * data
-            data_mid = field.data_prediction(t_mid, alpha_mid * middle)
-            scaled = (down / level_s) * scaled - math.expm1(-h) * data_mid
-        if up > 0.0 and level_t > 0.0:
-            scaled = scaled + up * brownian_increment(scaled.shape, generator, scaled)
-        x = _checked(alpha_t * scaled, name, step, s, t)
-        if points is not None:
-            points.append(x)
-    return x, _trajectory(points), {}
+    return _noise_level_multistep(field, x0, grid, schedule, max_order, return_trajectory, name, weights)
 
 
 def edm_start_time(schedule) -> float:
@@ -445,6 +475,8 @@ _register("ipndm", integrate_ipndm, order=2, option="max_order", default=4.0, no
           start=edm_start_time,
           caveat="fourth-order Adams–Bashforth weights for constant steps, an Euler first step: second order on the "
                  "grids samplers use (2.1 on EDM's ρ = 7 grid), not fourth")
-_register("dpmpp_2s", integrate_dpmpp_2s_ancestral, order=2, option="eta", default=0.0, start=edm_start_time)
-_register("dpmpp_2s_ancestral", integrate_dpmpp_2s_ancestral, order=1, option="eta", default=1.0, start=edm_start_time)
+_register("deis", integrate_deis, order=3, option="max_order", default=3.0, noisy_option=False, stages=1,
+          start=edm_start_time)
+_register("lms", integrate_lms, order=4, option="max_order", default=4.0, noisy_option=False, stages=1,
+          start=edm_start_time)
 _register("edm_heun", integrate_edm_heun, order=2, option="churn", default=0.0, start=edm_start_time)

@@ -328,8 +328,8 @@ class NoiseProbe:
         if tuple(shape) != (3 + self.capacity, self.dim):
             raise RuntimeError(f"a noise probe draws ({3 + self.capacity}, {self.dim}) increments, asked {tuple(shape)}")
         if self.draws >= self.capacity:
-            raise RuntimeError(f"the sampler drew more than {self.capacity} Brownian increments (one per step is "
-                               "the most a probed sampler may draw)")
+            raise RuntimeError(f"the sampler drew more than {self.capacity} Brownian increments (its Method's "
+                               "draws_per_step per step is the most a probed sampler may draw)")
         increment = torch.zeros(3 + self.capacity, self.dim, dtype=F64)
         random = torch.randn(self.dim, dtype=F64, generator=self.generator)
         increment[2] = random
@@ -347,10 +347,11 @@ relative to the size of that prediction (float64 round-off over the probe's run 
 
 @dataclass(frozen=True)
 class ProbedLaw(LawRecursion):
-    """The law of a linear sampler read off its own float64 run on 3 + steps probes (module docstring): a
-    deterministic sampler needs the first three rows only; each Brownian increment it draws adds one row. The run must
-    be affine and diagonal to ``tolerance`` (relative): :data:`DIAGONAL_TOLERANCE` for this suite's float64 samplers;
-    a peer that rounds through float32 tables (diffusers) needs about 1e-5, and its law is that accurate."""
+    """The law of a linear sampler read off its own float64 run on 3 + steps · draws_per_step probes (module
+    docstring): a deterministic sampler needs the first three rows only; each Brownian increment it draws adds one
+    row. The run must be affine and diagonal to ``tolerance`` (relative): :data:`DIAGONAL_TOLERANCE` for this
+    suite's float64 samplers; a peer that rounds through float32 tables (diffusers) needs about 1e-5, and its law is
+    that accurate."""
 
     tolerance: float = DIAGONAL_TOLERANCE
 
@@ -362,7 +363,7 @@ class ProbedLaw(LawRecursion):
 
         method = get_method(request.method)
         dim = problem.dim
-        capacity = request.steps if method.draws_noise(request.options) else 0
+        capacity = request.steps * method.draws_per_step if method.draws_noise(request.options) else 0
         noise = NoiseProbe(dim, capacity, PROBE_SEED)
         random_start = torch.randn(dim, dtype=F64, generator=torch.Generator().manual_seed(PROBE_SEED + 1))
         probes = torch.zeros(3 + capacity, dim, dtype=F64)

@@ -60,6 +60,7 @@ class Method:
     calls per step where that is fixed (NFE = stages × steps); ``tolerances`` the default (rtol, atol) of an
     adaptive method; ``diffusion``: takes a :class:`~fmcore.solvers.Diffusion` g_t; ``random``: True when it
     always draws noise, the name of an option when it draws noise only while that option is > 0, else False;
+    ``draws_per_step``: the most Brownian increments one of its steps draws (its exact law probes that many per step);
     ``predictions``: what it asks the field for (:data:`PREDICTIONS`); ``needs_schedule``: reads α_t, σ_t from
     the field's ``.schedule``; ``options``: its own options and their defaults (e.g. DDIM's ``eta``);
     ``start``: where a default grid starts on a schedule (None: t = 0); ``order``: its order of convergence, for
@@ -81,6 +82,7 @@ class Method:
     tolerances: tuple[float, float] | None = None
     diffusion: bool = False
     random: bool | str = False
+    draws_per_step: int = 1
     predictions: tuple[str, ...] = ("velocity",)
     needs_schedule: bool = False
     options: Mapping[str, float] = field(default_factory=dict)

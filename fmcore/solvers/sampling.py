@@ -50,7 +50,7 @@ from ..grids import check_grid, get_grid
 # isort: off
 from . import runge_kutta  # noqa: F401
 from . import sde  # noqa: F401
-from . import diffusion_samplers  # noqa: F401
+from . import diffusion_samplers, restart_sampling, singlestep_samplers  # noqa: F401
 from . import adaptive  # noqa: F401
 # isort: on
 from .counting import CountingField
@@ -73,8 +73,9 @@ class SampleResult:
     the ``options`` in force (tolerances, diffusion) and ``info`` reported by the solver itself (SciPy's counts).
 
     ``t1`` is where the solve ended: 1 (the data) unless the grid ends before, a deliberate early stop (samplers
-    are commonly stopped at 1 − ε); ``x`` is then a sample of the path at ``t1``, and whoever scores it says whether
-    against the data or against the marginal at ``t1``."""
+    are commonly stopped at 1 − ε), or the method stops short of it (a scheduler ending at its table's σ_min);
+    ``x`` is then a sample of the path at ``t1``, and whoever scores it says whether against the data or against the
+    marginal at ``t1``."""
 
     x: Tensor
     nfe: int
@@ -148,9 +149,11 @@ def _resolve_grid(method: Method, steps, grid, start: float, end: float = 1.0) -
 
 def method_grid(method: Method, schedule, steps, grid, diffusion: Diffusion | None) -> Tensor:
     """The grid ``method`` runs on for these arguments, checked: ``steps`` (a uniform grid from where the method and
-    its diffusion can start on ``schedule``) or ``grid``; ``diffusion`` required by, and only by, reverse-SDE methods.
+    its diffusion start on ``schedule``) or ``grid`` (refused where it begins before its diffusion is finite);
+    ``diffusion`` required by, and only by, reverse-SDE methods.
     The exact law of a run (:func:`fmcore.exact.exact_output_law`) resolves its grid here too."""
     start = method.start(schedule) if method.start is not None else 0.0
+    earliest = 0.0  # a method's start is where its default grid begins; it checks what it needs itself (α > 0, say)
     if method.diffusion:
         if diffusion is None:
             raise ValueError(f"{method.name!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...)")
@@ -159,11 +162,13 @@ def method_grid(method: Method, schedule, steps, grid, diffusion: Diffusion | No
                 f"{method.name!r} needs diffusion=fmcore.solvers.get_diffusion(name, ...), "
                 f"got {type(diffusion).__name__} {diffusion!r}"
             )
-        start = max(start, diffusion.start_time(schedule))
+        earliest = diffusion.start_time(schedule)
+        start = max(start, earliest)
     elif diffusion is not None:
         raise ValueError(f"diffusion applies to reverse-SDE methods (euler_maruyama) only; {method.name!r} takes none")
     grid_used = _resolve_grid(method, steps, grid, start)
-    check_grid_start(grid_used, start, repr(diffusion) if method.diffusion else method.name)
+    if method.diffusion:
+        check_grid_start(grid_used, earliest, repr(diffusion))
     return grid_used
 
 
@@ -246,6 +251,7 @@ def sample(
     with torch.set_grad_enabled(enable_grad):
         x, trajectory, info = spec.integrate(request)
     end = float(grid_used[-1])  # where the output is: the grid's end, also for a method whose model times stop short
+    end = float(info.pop("output_time", end))  # unless the method says it stops elsewhere (a scheduler's last level)
     if "model_times" in info:  # a method that evaluates the field on a grid of its own records that grid
         grid_used = info.pop("model_times")
     return SampleResult(x, counting.nfe, grid_used, method, float(grid_used[0]), trajectory, recorded, info, end)

@@ -187,11 +187,12 @@ def test_torchode_fixed_steps_can_take_one_more_step():
 
 # (diffusers scheduler, our method on the same noise levels and its options, steps): DDPM's float32 α̅ table, read
 # off by the adapter. DEIS and DPM-Solver++ ending at σ_min at 16 steps: below 15 their lower_order_final lowers the
-# last steps' order (test_diffusers_lower_order_final_below_15_steps). DPM-Solver++(3M): its own test below.
+# last steps' order (test_diffusers_lower_order_final_below_15_steps). DPM-Solver++(3M) and DEIS of order 3: their
+# own tests below (a different warm start; float32 cancellation well above round-off).
 DIFFUSERS_PAIRS = [("ddim", "ddim", {}, 12), ("dpmsolver++", "dpmpp_2m", {}, 12), ("euler", "ddim", {}, 12),
                    ("heun", "edm_heun", {}, 12), ("flow_match_euler", "ddim", {}, 12),
                    ("dpmsolver++_sigma_min", "dpmpp_2m", {}, 16),
-                   ("deis", "deis", {"max_order": 2}, 16), ("deis_3", "deis", {}, 16),
+                   ("deis", "deis", {"max_order": 2}, 16),
                    ("lms", "lms", {}, 12), ("lms_karras", "lms", {}, 12)]
 
 
@@ -351,9 +352,10 @@ def test_diffusers_differs_from_ours_by_its_float32_tables_only(monkeypatch, pee
 @pytest.mark.parametrize("steps", [16, 64])
 def test_diffusers_deis_of_order_3_loses_its_float32_coefficients_as_steps_shrink(monkeypatch, steps):
     """diffusers' third-order DEIS coefficients are differences of its closed-form integrals (``ind_fn``) of nearly
-    equal log σ's, computed from its float32 σ table: they cancel as the steps shrink. Shipped, it is ours to 7e-6 at
-    16 steps but only 8e-4 at 64 (the Gaussian of ``results/peers.md``: d = 8); with the table in float64, ours to
-    1e-12 at both — the whole difference is that round-off."""
+    equal log σ's, computed from its float32 σ table: they cancel as the steps shrink, by an amount that depends on
+    the CPU's float32 kernels. Shipped, it is ours to 7e-6 (AVX2, AVX-512) or 1.2e-5 (ATEN_CPU_CAPABILITY=default) at
+    16 steps, to 8.4e-4 or 5.5e-5 at 64 (the Gaussian of ``results/peers.md``: d = 8) — above float32 round-off
+    everywhere; with the table in float64, ours to 1e-12 at both — the whole difference is that round-off."""
     _needs("diffusers")
     import diffusers
 
@@ -373,7 +375,7 @@ def test_diffusers_deis_of_order_3_loses_its_float32_coefficients_as_steps_shrin
     monkeypatch.setattr(scheduler_class, "set_timesteps", in_float64)
     exact_tables = sample(field, x0, "peer:diffusers/deis_3", steps=steps)
     assert float((exact_tables.x - mine.x).abs().max()) < 1e-11
-    assert shipped_difference > (1e-4 if steps == 64 else 1e-6)
+    assert shipped_difference > (1e-5 if steps == 64 else 1e-6)
 
 
 def test_diffusers_ddim_leading_spacing_starts_short_of_pure_noise():

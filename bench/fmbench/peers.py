@@ -289,15 +289,18 @@ class DiffusersScheduler:
     float64: bool = True
     """False: it cannot step a float64 sample, and such a cell fails with that reason (UniPC in diffusers 0.42.1:
     its corrector solves a float64 system with a float32 right-hand side, and ``torch.linalg.solve`` refuses)."""
+    draws_noise: bool = False
+    """Its ``step`` draws noise (SA-Solver): it gets the cell's generator, so a seed reproduces it."""
 
 
 COORDINATES = ("vp", "edm", "flow")
 r"""``vp``: :math:`x = \sqrt{\bar\alpha}\,x_1 + \sqrt{1-\bar\alpha}\,\varepsilon` (DDPM's α̅ table); ``edm``:
 :math:`\tilde x = x_1 + \tilde\sigma\varepsilon`; ``flow``: :math:`x = (1-\sigma)x_1 + \sigma\varepsilon` (rectified
 flow). Every sample in them is ours at the time of the same SNR r = α/σ, rescaled (:func:`_coefficients`)."""
-LEVELS = {"alphas_cumprod": "vp", "sigmas": "edm", "flow_sigmas": "flow"}
+LEVELS = {"alphas_cumprod": "vp", "sigmas": "edm", "flow_sigmas": "flow", "betas": "vp"}
 """Where a scheduler keeps its noise levels → the coordinates they are in: ᾱ at the integer timestep (DDIM); σ̃ =
-√((1 − ᾱ)/ᾱ) in ``sigmas[step_index]``; the flow path's σ in ``sigmas[step_index]``."""
+√((1 − ᾱ)/ᾱ) in ``sigmas[step_index]``; the flow path's σ in ``sigmas[step_index]``; IPNDM's σ = sin²(πs/2) in
+``betas[step_index]``, α = √(1 − σ²) (ᾱ = 1 − σ², computed in float64)."""
 
 
 def _snr_of_level(coordinates: str, level: float) -> float:
@@ -342,6 +345,9 @@ def _diffusers(spec: DiffusersScheduler):
         def current_snr(timestep) -> float:
             if spec.levels == "alphas_cumprod":
                 return _snr_of_level("vp", float(scheduler.alphas_cumprod[int(timestep)]))
+            if spec.levels == "betas":  # IPNDM's trigonometric path: σ = betas, α = √(1 − σ²), here in float64
+                # (its own float32 α is exactly 1 below σ ≈ 2e-4)
+                return _snr_of_level("vp", 1.0 - float(scheduler.betas[scheduler.step_index or 0]) ** 2)
             return _snr_of_level(LEVELS[spec.levels], float(scheduler.sigmas[scheduler.step_index or 0]))
 
         def network_snr(timestep, snr: float) -> float:
@@ -368,8 +374,14 @@ def _diffusers(spec: DiffusersScheduler):
             t_told = t if told == snr else _point_of_snr(schedule, told, f"diffusers' {spec.class_name}")[0]
             data = field_.data_prediction(t_told, model_input * (sigma_t / e))
             output = _prediction(spec.prediction, data, model_input, c, e)
-            latent = scheduler.step(output, timestep, latent, return_dict=False)[0]
-        final = (float(scheduler.final_alpha_cumprod) if spec.levels == "alphas_cumprod" else float(scheduler.sigmas[-1]))
+            noise = {"generator": request.generator} if spec.draws_noise else {}
+            latent = scheduler.step(output, timestep, latent, return_dict=False, **noise)[0]
+        if spec.levels == "alphas_cumprod":
+            final = float(scheduler.final_alpha_cumprod)
+        elif spec.levels == "betas":
+            final = 1.0 - float(scheduler.betas[-1]) ** 2
+        else:
+            final = float(scheduler.sigmas[-1])
         snr_end = _snr_of_level(LEVELS[spec.levels], final)
         t_end, alpha_end, _ = _point_of_snr(schedule, snr_end, f"diffusers' {spec.class_name}")
         times.append(t_end)
@@ -392,16 +404,25 @@ DIFFUSERS_SCHEDULERS = {
                                              {"use_karras_sigmas": True}),
     "dpmsolver++_sigma_min": DiffusersScheduler("DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
                                                 {"final_sigmas_type": "sigma_min"}),
+    "dpmsolver++_sigma_min_full_order": DiffusersScheduler(
+        "DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
+        {"final_sigmas_type": "sigma_min", "lower_order_final": False}),
     "deis": DiffusersScheduler("DEISMultistepScheduler", "vp", "vp", "epsilon", "sigmas"),
+    "deis_full_order": DiffusersScheduler("DEISMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
+                                          {"lower_order_final": False}),
     "deis_3": DiffusersScheduler("DEISMultistepScheduler", "vp", "vp", "epsilon", "sigmas", {"solver_order": 3}),
+    "ipndm": DiffusersScheduler("IPNDMScheduler", "vp", "vp", "v_prediction", "betas"),
+    "dpmsolver++_singlestep": DiffusersScheduler("DPMSolverSinglestepScheduler", "vp", "vp", "epsilon", "sigmas"),
+    "sa_solver": DiffusersScheduler("SASolverScheduler", "vp", "vp", "epsilon", "sigmas", draws_noise=True),
     "lms": DiffusersScheduler("LMSDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
     "lms_karras": DiffusersScheduler("LMSDiscreteScheduler", "edm", "vp", "epsilon", "sigmas", {"use_karras_sigmas": True}),
 }
 """The diffusers schedulers scored, at their defaults (DDPM's linear β table from 1e-4 to 0.02 over 1000 steps;
 Heun's own 0.00085–0.012), except DDIM's ``clip_sample``, on by default, which clips the data prediction to
 [−1, 1] (an image range; our targets are not in it), and the variants named after their option: DPM-Solver++ of
-order 3, on Karras σ's, ending at the table's σ_min instead of 0; DEIS of order 3 (its default is 2); LMS on Karras
-σ's. ``peer:diffusers/<name>``."""
+order 3, on Karras σ's, ending at the table's σ_min instead of 0 (and so without ``lower_order_final``: full
+order); DEIS of order 3 (its default is 2), DEIS without ``lower_order_final``; LMS on Karras σ's.
+``peer:diffusers/<name>``."""
 
 
 # ---------------------------------------------------------------------- registration
@@ -437,7 +458,8 @@ register_method(Method(
 ))
 for _name, _scheduler in DIFFUSERS_SCHEDULERS.items():
     register_method(Method(f"peer:diffusers/{_name}", _diffusers(_scheduler), stepping="own_grid",
-                           stages=_scheduler.stages, predictions=("data",), needs_schedule=True, family="peer: diffusers",
+                           stages=_scheduler.stages, random=_scheduler.draws_noise, predictions=("data",),
+                           needs_schedule=True, family="peer: diffusers",
                            requires=("diffusers",)))
 
 

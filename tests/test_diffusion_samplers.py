@@ -256,6 +256,42 @@ def test_orders_on_grids_with_their_parameters(schedule_name, method, grid_name,
     assert abs(measured - order) < 0.15, f"{method} on {schedule_name}: local order {measured:.3f}"
 
 
+# SA-Solver at τ = 0 (its ODE): order min(predictor_order + 1, corrector_order), the corrector through the new end
+# alone (corrector_order = 1) a first-order step. Measured here at 128 → 256 on the cosine grid: 0.95/0.95 (1, 1),
+# 0.99/0.99 (2, 1), 3.10/3.14 (2, 3) on cond_ot/cosine; the default (2, 2) falls toward 2 from above (2.72, 2.42,
+# 2.22, 2.11 from N = 32 on cond_ot), 2.05/2.09 at 512 → 1024.
+SA_ORDERS = [((1, 1), 128, 1), ((2, 1), 128, 1), ((2, 3), 128, 3), ((2, 2), 512, 2)]
+
+
+@pytest.mark.parametrize(("orders", "steps", "order"), SA_ORDERS, ids=[f"{p}{c}" for (p, c), _, _ in SA_ORDERS])
+@pytest.mark.parametrize("schedule_name", ["cond_ot", "cosine"])
+def test_sa_solver_order_is_its_corrector_or_one_above_its_predictor(schedule_name, orders, steps, order):
+    schedule = get_schedule(schedule_name)
+    options = {"tau": 0.0, "predictor_order": orders[0], "corrector_order": orders[1]}
+    measured = math.log2(_strong_error(schedule, "sa_solver", steps, "cosine", **options)
+                         / _strong_error(schedule, "sa_solver", 2 * steps, "cosine", **options))
+    assert abs(measured - order) < 0.15, f"sa_solver {orders} on {schedule_name}: local order {measured:.3f}"
+
+
+def test_sa_solver_weights_are_the_exponentially_weighted_lagrange_integrals():
+    """:func:`exponential_lagrange_weights` (closed form) against quadrature of e^{κu} ℓ_j(u) on uneven nodes; their sum
+    is ∫ e^{κu} du (the basis sums to 1)."""
+    from scipy.integrate import quad
+
+    from fmcore.solvers.sa_solver import exponential_lagrange_weights
+
+    nodes, start, end, rate = [0.0, -0.37, -0.81, -1.6], -0.45, 0.0, 1.7
+
+    def basis(j: int, u: float) -> float:
+        return math.prod((u - other) / (nodes[j] - other) for k, other in enumerate(nodes) if k != j)
+
+    weights = exponential_lagrange_weights(nodes, start, end, rate)
+    for j, weight in enumerate(weights):
+        integral = quad(lambda u, j=j: math.exp(rate * u) * basis(j, u), start, end)[0]
+        assert weight == pytest.approx(integral, rel=1e-12, abs=1e-14)
+    assert sum(weights) == pytest.approx((math.exp(rate * end) - math.exp(rate * start)) / rate, rel=1e-12)
+
+
 def _reference_lms(denoiser, x, sigmas, order):
     """k-diffusion's ``sample_lms``, transcribed: the coefficients by ``scipy.integrate.quad`` of the Lagrange basis."""
     from scipy import integrate
@@ -325,7 +361,7 @@ def test_lms_and_deis_are_their_reference_implementations(schedule_name, method,
 
 @pytest.mark.parametrize(("method", "options"), [("ddim", {"eta": 1.0}), ("dpmpp_2m_sde", {}), ("dpmpp_3m_sde", {}),
                                                  ("dpmpp_2s_ancestral", {}), ("dpmpp_sde", {}), ("restart", {}),
-                                                 ("edm_heun", {"churn": 10.0})])
+                                                 ("sa_solver", {}), ("edm_heun", {"churn": 10.0})])
 def test_stochastic_samplers_converge_in_law(method, options):
     """Bures W2 between the sample's moments and the target's: falls with the step count, toward the sampling floor."""
     schedule = get_schedule("cosine")

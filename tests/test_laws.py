@@ -32,6 +32,8 @@ STOCHASTIC = [
     ("dpmpp_sde", "cosine", {}),
     ("dpmpp_sde", "vp", {"eta": 0.5}),
     ("restart", "vp", {}),
+    ("sa_solver", "cosine", {}),
+    ("sa_solver", "vp", {"tau": 0.5, "predictor_order": 3, "corrector_order": 3}),
     ("edm_heun", "cosine", {"churn": 2.0}),
     ("pg_ei", "vp", {}),
     ("pg_ddpm", "vp", {}),

@@ -262,7 +262,8 @@ def write_report(run: str | Path, histograms: bool = True, to: str | Path | None
     clip = _clip_table(ok)
     if len(clip):
         lines += ["## Clipped starts: what the clip costs, and what the steps cost", "",
-                  "Grids in noise level (karras, logsnr) start at t₀ > 0 on paths with α₀ = 0. `clip_*` is the exact flow "
+                  "Grids in noise level (karras, logsnr, ays) and the samplers that step in σ/α start at t₀ > 0 on "
+                  "paths with α₀ = 0. `clip_*` is the exact flow "
                   "from t₀ (against the target, and against the exact map from 0); `discretisation_strong_error` is the "
                   "sampler against the exact map from its own start.", "", markdown_table(clip), ""]
 

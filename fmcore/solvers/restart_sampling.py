@@ -33,12 +33,12 @@ def karras_levels(count: int, low: float, high: float, rho: float = 7.0) -> list
     return [(top + i / (count - 1) * (bottom - top)) ** rho for i in range(count)]
 
 
-def _heun(field, schedule, scaled: Tensor, level_s: float, level_t: float, time_of: dict[float, float]) -> Tensor:
+def _heun(field, schedule, scaled: Tensor, level_s: float, level_t: float, time_at) -> Tensor:
     """One Heun step in (x̃, σ̃) from ``level_s`` to ``level_t`` (Euler to σ̃ = 0), each evaluation at our time of its
-    level (``time_of`` the grid's own times, the rest through the SNR)."""
+    level, ``time_at(level)``."""
 
     def data_at(level: float, sample: Tensor) -> Tensor:
-        t = time_of[level] if level in time_of else float(schedule.t_from_snr(1.0 / level))
+        t = time_at(level)
         return field.data_prediction(t, _values(schedule, t)[0] * sample)
 
     slope = (scaled - data_at(level_s, scaled)) / level_s
@@ -80,6 +80,11 @@ def integrate_restart(request) -> tuple[Tensor, None, dict]:
     values = [_values(schedule, t) for t in grid]
     levels = [sigma / alpha for alpha, sigma in values]
     time_of = dict(zip(levels, grid, strict=True))
+
+    def time_at(level: float) -> float:
+        """The grid's own time of a grid level (no round trip through the SNR), the SNR's time of any other."""
+        return time_of[level] if level in time_of else float(schedule.t_from_snr(1.0 / level))
+
     plan = restart_plan(levels, options["restart_sigma"], options["restart_max"], int(steps), int(times))
     scaled = request.x0 / values[0][0]
     reached = levels[0]
@@ -87,8 +92,8 @@ def integrate_restart(request) -> tuple[Tensor, None, dict]:
         if level_s > reached:  # a restart: the forward process from the level reached up to level_s
             scaled = scaled + math.sqrt(level_s**2 - reached**2) * brownian_increment(scaled.shape, request.generator,
                                                                                        scaled)
-        scaled = _checked(_heun(request.field, schedule, scaled, level_s, level_t, time_of), "restart", index,
-                          time_of.get(level_s, math.nan), time_of.get(level_t, math.nan))
+        scaled = _checked(_heun(request.field, schedule, scaled, level_s, level_t, time_at), "restart", index,
+                          time_at(level_s), time_at(level_t))
         reached = level_t
     return values[-1][0] * scaled, None, {}
 

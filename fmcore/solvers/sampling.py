@@ -50,7 +50,7 @@ from ..grids import check_grid, get_grid
 # isort: off
 from . import runge_kutta  # noqa: F401
 from . import sde  # noqa: F401
-from . import diffusion_samplers, restart_sampling, singlestep_samplers  # noqa: F401
+from . import diffusion_samplers, restart_sampling, sa_solver, singlestep_samplers  # noqa: F401
 from . import adaptive  # noqa: F401
 # isort: on
 from .counting import CountingField

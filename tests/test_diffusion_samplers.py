@@ -40,8 +40,9 @@ def _strong_error(schedule, method: str, steps: int, grid_name: str, **options) 
     return float((result.x - TARGET.flow_map(x0, schedule, t0=result.t0)).norm(dim=1).mean())
 
 
-def _local_order(schedule, method: str, grid_name: str, steps: int) -> float:
-    return math.log2(_strong_error(schedule, method, steps, grid_name) / _strong_error(schedule, method, 2 * steps, grid_name))
+def _local_order(schedule, method: str, grid_name: str, steps: int, **options) -> float:
+    return math.log2(_strong_error(schedule, method, steps, grid_name, **options)
+                     / _strong_error(schedule, method, 2 * steps, grid_name, **options))
 
 
 # (schedule, method, grid, steps of the asymptotic pair, order). VP has σ_t ≈ √(β_min (1 − t)) at the data end, which
@@ -237,13 +238,15 @@ GRID_ORDERS = [
     ("vp", "deis", "karras", {"sigma_min": 1e-4}, 3),
     ("cond_ot", "lms", "karras", {}, 4), ("cosine", "lms", "karras", {}, 4), ("vp", "lms", "karras", {}, 4),
     ("vp", "dpm_solver_3s", "logsnr", {"sigma_min": 1e-5}, 3),
+    ("cond_ot", "deis_tab", "cosine", {}, 3), ("cosine", "deis_tab", "cosine", {}, 3),
+    ("vp", "deis_tab", "karras", {"sigma_min": 1e-4}, 3),
 ]
 
 
 @pytest.mark.parametrize(("schedule_name", "method", "grid_name", "grid_params", "order"), GRID_ORDERS)
 def test_orders_on_grids_with_their_parameters(schedule_name, method, grid_name, grid_params, order):
-    """Measured 2.93, 2.91, 2.95 (DEIS), 3.88 ×3 (LMS) and 3.10 (DPM-Solver-3) here; DEIS with the default sigma_min on
-    vp: 3.19 → 2.11 from N = 64 as the last step's floor takes over."""
+    """Measured 2.93, 2.91, 2.95 (DEIS), 3.88 ×3 (LMS), 3.10 (DPM-Solver-3) and 2.99, 2.99, 2.96 (DEIS's tAB) here;
+    DEIS with the default sigma_min on vp: 3.19 → 2.11 from N = 64 as the last step's floor takes over."""
     schedule = get_schedule(schedule_name)
     field, x0 = AnalyticField(TARGET, schedule), _noise(schedule)
     start = get_method(method).start(schedule)
@@ -268,8 +271,7 @@ SA_ORDERS = [((1, 1), 128, 1), ((2, 1), 128, 1), ((2, 3), 128, 3), ((2, 2), 512,
 def test_sa_solver_order_is_its_corrector_or_one_above_its_predictor(schedule_name, orders, steps, order):
     schedule = get_schedule(schedule_name)
     options = {"tau": 0.0, "predictor_order": orders[0], "corrector_order": orders[1]}
-    measured = math.log2(_strong_error(schedule, "sa_solver", steps, "cosine", **options)
-                         / _strong_error(schedule, "sa_solver", 2 * steps, "cosine", **options))
+    measured = _local_order(schedule, "sa_solver", "cosine", steps, **options)
     assert abs(measured - order) < 0.15, f"sa_solver {orders} on {schedule_name}: local order {measured:.3f}"
 
 
@@ -290,6 +292,45 @@ def test_sa_solver_weights_are_the_exponentially_weighted_lagrange_integrals():
         integral = quad(lambda u, j=j: math.exp(rate * u) * basis(j, u), start, end)[0]
         assert weight == pytest.approx(integral, rel=1e-12, abs=1e-14)
     assert sum(weights) == pytest.approx((math.exp(rate * end) - math.exp(rate * start)) / rate, rel=1e-12)
+
+
+@pytest.mark.parametrize("level_t", [0.31, 0.0])
+def test_tab_weights_are_the_time_lagrange_basis_integrated_in_the_noise_level(level_t):
+    """:func:`tab_weights` (Gauss–Legendre) against ``scipy.integrate.quad`` of ℓ_j(t(σ̃)) dσ̃ with the Lagrange basis
+    in t written out, on vp (t(σ̃) far from affine), through three levels, to a level and to the data."""
+    from scipy.integrate import quad
+
+    from fmcore.solvers.diffusion_samplers import tab_weights
+
+    schedule, levels = get_schedule("vp"), [0.55, 0.9, 1.7]
+    times = [float(schedule.t_from_snr(1.0 / level)) for level in levels]
+
+    def basis(j: int, level: float) -> float:
+        t = float(schedule.t_from_snr(1.0 / level)) if level > 0.0 else 1.0
+        return math.prod((t - other) / (times[j] - other) for k, other in enumerate(times) if k != j)
+
+    weights = tab_weights(levels, level_t, schedule)
+    for j, weight in enumerate(weights):
+        integral = quad(lambda level, j=j: basis(j, level), levels[0], level_t, epsabs=1e-14, epsrel=1e-13)[0]
+        assert weight == pytest.approx(integral, rel=1e-12, abs=1e-14)
+    assert sum(weights) == pytest.approx(level_t - levels[0], rel=1e-13)  # the basis sums to 1
+
+
+def test_deis_tab_is_second_order_at_order_two_and_loses_to_rho_ab_at_few_steps_on_vp():
+    """tAB at max_order 2: 1.99 on cond_ot (cosine grid). At 8 steps on vp (Karras grid) its polynomial in t is 4.9×
+    less accurate than diffusers' form (ρAB, in log σ̃: 0.148 vs 0.0305) — the DEIS paper's own verdict, ρAB over
+    tAB at few steps."""
+    assert abs(_local_order(get_schedule("cond_ot"), "deis_tab", "cosine", 128, max_order=2) - 2) < 0.15
+    schedule = get_schedule("vp")
+    grid = get_grid("karras", 8, schedule, t0=get_method("deis").start(schedule))
+    x0 = _noise(schedule)
+    field = AnalyticField(TARGET, schedule)
+
+    def error(method: str) -> float:
+        result = sample(field, x0, method, grid=grid)
+        return float((result.x - TARGET.flow_map(x0, schedule, t0=result.t0)).norm(dim=1).mean())
+
+    assert error("deis_tab") > 3 * error("deis")
 
 
 def _reference_lms(denoiser, x, sigmas, order):

@@ -291,16 +291,20 @@ class DiffusersScheduler:
     its corrector solves a float64 system with a float32 right-hand side, and ``torch.linalg.solve`` refuses)."""
     draws_noise: bool = False
     """Its ``step`` draws noise (SA-Solver): it gets the cell's generator, so a seed reproduces it."""
+    seed_option: str | None = None
+    """Where it takes the seed of its noise instead (DPMSolverSDE's ``noise_sampler_seed``, of its Brownian tree; its
+    ``step`` takes no generator): an integer drawn from the cell's generator, so a seed reproduces it."""
 
 
 COORDINATES = ("vp", "edm", "flow")
 r"""``vp``: :math:`x = \sqrt{\bar\alpha}\,x_1 + \sqrt{1-\bar\alpha}\,\varepsilon` (DDPM's α̅ table); ``edm``:
 :math:`\tilde x = x_1 + \tilde\sigma\varepsilon`; ``flow``: :math:`x = (1-\sigma)x_1 + \sigma\varepsilon` (rectified
 flow). Every sample in them is ours at the time of the same SNR r = α/σ, rescaled (:func:`_coefficients`)."""
-LEVELS = {"alphas_cumprod": "vp", "sigmas": "edm", "flow_sigmas": "flow", "betas": "vp"}
+LEVELS = {"alphas_cumprod": "vp", "sigmas": "edm", "flow_sigmas": "flow", "betas": "vp", "mid_point_sigma": "edm"}
 """Where a scheduler keeps its noise levels → the coordinates they are in: ᾱ at the integer timestep (DDIM); σ̃ =
 √((1 − ᾱ)/ᾱ) in ``sigmas[step_index]``; the flow path's σ in ``sigmas[step_index]``; IPNDM's σ = sin²(πs/2) in
-``betas[step_index]``, α = √(1 − σ²) (ᾱ = 1 − σ², computed in float64)."""
+``betas[step_index]``, α = √(1 − σ²) (ᾱ = 1 − σ², computed in float64); DPMSolverSDE's σ̃ in ``sigmas[step_index]``
+on a step's first call and in ``mid_point_sigma`` on its second (``sigmas`` then holds the step's end)."""
 
 
 def _snr_of_level(coordinates: str, level: float) -> float:
@@ -338,7 +342,10 @@ def _diffusers(spec: DiffusersScheduler):
         if not spec.float64 and request.x0.dtype == torch.float64:
             raise ValueError(f"diffusers' {spec.class_name} cannot step a float64 sample (its corrector's "
                              "torch.linalg.solve gets a float64 matrix and a float32 right-hand side); run it in float32")
-        scheduler = getattr(diffusers, spec.class_name)(**spec.config)
+        config = dict(spec.config)
+        if spec.seed_option is not None:
+            config[spec.seed_option] = int(torch.randint(0, 2**31 - 1, (1,), generator=request.generator))
+        scheduler = getattr(diffusers, spec.class_name)(**config)
         scheduler.set_timesteps(len(request.grid) - 1)
         schedule, field_ = request.schedule, request.field
 
@@ -348,6 +355,8 @@ def _diffusers(spec: DiffusersScheduler):
             if spec.levels == "betas":  # IPNDM's trigonometric path: σ = betas, α = √(1 − σ²), here in float64
                 # (its own float32 α is exactly 1 below σ ≈ 2e-4)
                 return _snr_of_level("vp", 1.0 - float(scheduler.betas[scheduler.step_index or 0]) ** 2)
+            if spec.levels == "mid_point_sigma" and scheduler.mid_point_sigma is not None:
+                return _snr_of_level("edm", float(scheduler.mid_point_sigma))
             return _snr_of_level(LEVELS[spec.levels], float(scheduler.sigmas[scheduler.step_index or 0]))
 
         def network_snr(timestep, snr: float) -> float:
@@ -374,7 +383,7 @@ def _diffusers(spec: DiffusersScheduler):
             t_told = t if told == snr else _point_of_snr(schedule, told, f"diffusers' {spec.class_name}")[0]
             data = field_.data_prediction(t_told, model_input * (sigma_t / e))
             output = _prediction(spec.prediction, data, model_input, c, e)
-            noise = {"generator": request.generator} if spec.draws_noise else {}
+            noise = {"generator": request.generator} if spec.draws_noise and spec.seed_option is None else {}
             latent = scheduler.step(output, timestep, latent, return_dict=False, **noise)[0]
         if spec.levels == "alphas_cumprod":
             final = float(scheduler.final_alpha_cumprod)
@@ -407,6 +416,9 @@ DIFFUSERS_SCHEDULERS = {
     "dpmsolver++_sigma_min_full_order": DiffusersScheduler(
         "DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
         {"final_sigmas_type": "sigma_min", "lower_order_final": False}),
+    "dpmsolver++_sigma_min_euler_at_final": DiffusersScheduler(
+        "DPMSolverMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
+        {"final_sigmas_type": "sigma_min", "euler_at_final": True}),
     "deis": DiffusersScheduler("DEISMultistepScheduler", "vp", "vp", "epsilon", "sigmas"),
     "deis_full_order": DiffusersScheduler("DEISMultistepScheduler", "vp", "vp", "epsilon", "sigmas",
                                           {"lower_order_final": False}),
@@ -414,15 +426,17 @@ DIFFUSERS_SCHEDULERS = {
     "ipndm": DiffusersScheduler("IPNDMScheduler", "vp", "vp", "v_prediction", "betas"),
     "dpmsolver++_singlestep": DiffusersScheduler("DPMSolverSinglestepScheduler", "vp", "vp", "epsilon", "sigmas"),
     "sa_solver": DiffusersScheduler("SASolverScheduler", "vp", "vp", "epsilon", "sigmas", draws_noise=True),
+    "dpmsolver_sde": DiffusersScheduler("DPMSolverSDEScheduler", "edm", "vp", "epsilon", "mid_point_sigma", stages=None,
+                                        draws_noise=True, seed_option="noise_sampler_seed"),
     "lms": DiffusersScheduler("LMSDiscreteScheduler", "edm", "vp", "epsilon", "sigmas"),
     "lms_karras": DiffusersScheduler("LMSDiscreteScheduler", "edm", "vp", "epsilon", "sigmas", {"use_karras_sigmas": True}),
 }
 """The diffusers schedulers scored, at their defaults (DDPM's linear β table from 1e-4 to 0.02 over 1000 steps;
 Heun's own 0.00085–0.012), except DDIM's ``clip_sample``, on by default, which clips the data prediction to
 [−1, 1] (an image range; our targets are not in it), and the variants named after their option: DPM-Solver++ of
-order 3, on Karras σ's, ending at the table's σ_min instead of 0 (and so without ``lower_order_final``: full
-order); DEIS of order 3 (its default is 2), DEIS without ``lower_order_final``; LMS on Karras σ's.
-``peer:diffusers/<name>``."""
+order 3, on Karras σ's, ending at the table's σ_min instead of 0 (with ``lower_order_final``, its default; without
+it, ``_full_order``; with ``euler_at_final``, its last step first order at every step count); DEIS of order 3 (its
+default is 2), DEIS without ``lower_order_final``; LMS on Karras σ's. ``peer:diffusers/<name>``."""
 
 
 # ---------------------------------------------------------------------- registration

@@ -33,6 +33,7 @@ PAIRS = [
     ("peer:diffusers/dpmsolver++_3m", "dpmpp_3m"), ("peer:diffusers/dpmsolver++_karras", "dpmpp_2m"),
     ("peer:diffusers/dpmsolver++_sigma_min", "dpmpp_2m"),
     ("peer:diffusers/dpmsolver++_sigma_min_full_order", "dpmpp_2m"),
+    ("peer:diffusers/dpmsolver++_sigma_min_euler_at_final", "dpmpp_2m"),
     ("peer:diffusers/deis", "deis", {"max_order": 2}), ("peer:diffusers/deis_full_order", "deis", {"max_order": 2}),
     ("peer:diffusers/deis_3", "deis"), ("peer:diffusers/lms", "lms"), ("peer:diffusers/lms_karras", "lms"),
     ("peer:diffusers/unipc", "unipc"), ("peer:diffusers/euler", "ddim"), ("peer:diffusers/heun", "edm_heun"),

@@ -161,7 +161,7 @@ class ExactLaw:
         return clipped.w2_to_target()
 
 
-def _start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor, Tensor]:
+def start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor, Tensor]:
     """``(m₀, v₀)`` per eigendirection of the start named ``start`` (:data:`STARTS`) at the grid's first time."""
     if start == "marginal":
         alpha, sigma, _, _ = problem.scalars(t0)
@@ -208,7 +208,7 @@ def exact_output_law(
     state = propagate_distinct(law or spec.exact_law, problem, LawRequest(method, grid, diffusion, options))
     _check_law_finite(state, schedule, grid, method)
     t0 = float(grid[0])
-    start_mean, start_variance = _start_law(start, problem, t0)
+    start_mean, start_variance = start_law(start, problem, t0)
     return ExactLaw(target, schedule, state.P, state.Q, state.W, start_mean, start_variance, t0, float(grid[-1]), start)
 
 

@@ -255,3 +255,24 @@ def ays_grid(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: 
     levels = torch.exp(log_levels[lower] + fraction * (log_levels[lower + 1] - log_levels[lower]))
     levels[-1] = 0.0
     return _times_of_levels(schedule, levels, t0, t1)
+
+
+@register_grid("optimal")
+def optimal(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0, method: str | None = None,
+            target: str = "gaussian", start: str = "prior", metric: str = "w2") -> Tensor:
+    """The grid minimising ``method``'s exact ``metric`` on the Gaussian target named ``target`` (W2 to the data by
+    default), from :func:`fmcore.optimal_grids.optimal_grid`: between where the method starts on ``schedule`` (or
+    ``t0``, if later) and ``t1``; cached, so a sweep computes it once per process."""
+    from .optimal_grids import GridObjective, optimal_grid  # it builds on the solvers, which build on this module
+    from .targets import get_target
+
+    if schedule is None:
+        raise ValueError("grid 'optimal' is optimal for a schedule: get_grid('optimal', steps, schedule, method=...)")
+    check_instance("schedule", schedule, Schedule, "see fmcore.schedules.get_schedule")
+    if method is None:
+        raise ValueError("the optimal grid needs method=: the method it is optimal for (one whose exact law is "
+                         "differentiable in its grid: see fmcore.optimal_grids)")
+    gaussian = get_target(target)
+    default = GridObjective(gaussian, schedule, method, start=start, metric=metric).default_grid(steps)
+    return optimal_grid(gaussian, schedule, method, steps, start=start, metric=metric,
+                        ends=(max(t0, float(default[0])), t1)).grid.clone()

@@ -155,16 +155,6 @@ class TrainingDivergedError(RuntimeError):
         super().__init__(f"training loss became non-finite at step {step}; last finite loss: {last_finite_loss}")
 
 
-def _target_fingerprint(target: GaussianMixture) -> str:
-    """A hash of the target's parameters (weights, means, eigenvalues and the eigenbases' fingerprint: no d × d
-    covariance is built), for the checkpoint key."""
-    digest = hashlib.sha256()
-    for tensor in (target.weights, target.means, target.eigenvalues):
-        digest.update(tensor.contiguous().numpy().tobytes())
-    digest.update(target.layout.fingerprint().encode())
-    return digest.hexdigest()[:16]
-
-
 def default_cache_dir() -> Path:
     """``$FMBENCH_CACHE/models`` if set, else the user's cache directory (``$XDG_CACHE_HOME/fmbench/models``,
     ``~/.cache/fmbench/models``): never a path relative to wherever the program was started. The ``fmbench``
@@ -334,7 +324,7 @@ def train_model(
         raise ValueError(f"unknown architecture options {sorted(unknown)}; valid: {sorted(DEFAULT_ARCHITECTURE)}")
     architecture = {**DEFAULT_ARCHITECTURE, **architecture}
     config = {
-        "target": _target_fingerprint(target), "dim": target.dim, "schedule": repr(schedule), "objective": objective,
+        "target": target.fingerprint(), "dim": target.dim, "schedule": repr(schedule), "objective": objective,
         "seed": seed, "steps": steps, "budget_s": budget_s, "batch_size": batch_size, "learning_rate": learning_rate,
         "architecture": architecture,
     }

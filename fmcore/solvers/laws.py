@@ -24,6 +24,11 @@ increments: :math:`z_N = P z_0 + Q + \sum_i R_i\xi_i`. A :class:`LawRecursion` c
   with random increments, which checks the map is diagonal, :math:`z_N = P r + Q + \sum_k R_k r_k`. The augmented
   state of a multistep method (its carried predictions) is carried by the integrator itself.
 
+A one-step law that writes its steps' affine maps as tensors of the grid's times (:meth:`StepLaw.step_maps`:
+:class:`TableauLaw`, :class:`EulerMaruyamaLaw`) is :attr:`LawRecursion.differentiable`: :meth:`LawRecursion.law_on_grid`
+gives the same law as a function of the grid that autograd differentiates (``fmcore/optimal_grids``). A probe runs
+the sampler's own code, whose steps are Python floats: it is not.
+
 The recursion is the sampler's law in exact (float64) arithmetic; rotating the target does not change it (every
 sampler here combines x and the field's predictions linearly, and ξ's law is rotation invariant).
 """
@@ -33,6 +38,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -43,7 +49,7 @@ from .diffusions import Diffusion
 from .tableaus import ButcherTableau, stage_time
 
 __all__ = ["GaussianProblem", "AffineLaw", "LawRequest", "LawRecursion", "StepLaw", "TableauLaw", "EulerMaruyamaLaw",
-           "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct"]
+           "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct", "grid_coefficients"]
 
 F64 = torch.float64
 
@@ -186,9 +192,18 @@ class LawRequest:
 class LawRecursion(ABC):
     """How a method's exact output law on a Gaussian target is computed (declared as ``Method.exact_law``)."""
 
+    differentiable: ClassVar[bool] = False
+    """Whether :meth:`law_on_grid` gives the law as a differentiable function of the grid's times."""
+
     @abstractmethod
     def propagate(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
         """The method's map from its start ``z₀`` to its output, per eigendirection."""
+
+    def law_on_grid(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
+        """The same map as a differentiable function of ``request.grid`` (float64, under autograd: the grid may
+        require grad), for recursions that are :attr:`differentiable`."""
+        raise NotImplementedError(f"{type(self).__name__} does not give its law as a differentiable function of the "
+                                  "grid (a probed law runs the sampler's own code, whose steps are Python floats)")
 
 
 class StepLaw(LawRecursion):
@@ -201,6 +216,21 @@ class StepLaw(LawRecursion):
     def evaluation_times(self, times: list[float]) -> list[float]:
         """The times at which the steps over the grid ``times`` read the problem's coefficients (the grid's)."""
         return times
+
+    def step_maps(self, problem: GaussianProblem, request: LawRequest) -> tuple[Tensor, Tensor, Tensor]:
+        r"""Every step's affine map at once, ``(scale, shift, noise variance)`` of shape ``(steps, d)`` (or
+        broadcastable to it), as differentiable functions of ``request.grid``: step k is
+        :math:`z \mapsto \text{scale}_k z + \text{shift}_k + \sqrt{\text{noise}_k}\,\xi_k`. A step law that writes
+        them is :attr:`differentiable`."""
+        raise NotImplementedError(f"{type(self).__name__} writes its steps with Python floats only")
+
+    def law_on_grid(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
+        """The composition of :meth:`step_maps` in step order."""
+        scales, shifts, noises = self.step_maps(problem, request)
+        state = AffineLaw.identity(problem.dim)
+        for scale, shift, noise in zip(scales, shifts.expand_as(scales), noises.expand_as(scales), strict=True):
+            state = state.then(scale, shift, noise)
+        return state.dense()
 
     def propagate(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
         """Every step on each part of :data:`LAW_CHUNK` eigendirections in turn (they evolve independently: a part
@@ -219,14 +249,17 @@ class StepLaw(LawRecursion):
         return AffineLaw(*(torch.cat(pieces) for pieces in zip(*((p.P, p.Q, p.W) for p in parts), strict=True)))
 
 
-def propagate_distinct(recursion: LawRecursion, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
+def propagate_distinct(recursion: LawRecursion, problem: GaussianProblem, request: LawRequest,
+                       on_grid: bool = False) -> AffineLaw:
     """``recursion``'s law, computed once per distinct eigenvalue (:meth:`GaussianProblem.distinct`) and spread to
-    the directions that share it: ``P = p[index]``, ``Q = q[index]·m``, ``W = w[index]``."""
+    the directions that share it: ``P = p[index]``, ``Q = q[index]·m``, ``W = w[index]``. ``on_grid``: by
+    :meth:`LawRecursion.law_on_grid`, differentiable in the grid."""
+    propagate = recursion.law_on_grid if on_grid else recursion.propagate
     distinct = problem.distinct()
     if distinct is None:
-        return recursion.propagate(problem, request).dense()
+        return propagate(problem, request).dense()
     reduced, index = distinct
-    law = recursion.propagate(reduced, request).dense()
+    law = propagate(reduced, request).dense()
     offset = law.Q[index] * problem.rotated_mean if not problem.centred else torch.zeros_like(problem.eigenvalues)
     return AffineLaw(law.P[index], offset, law.W[index])
 
@@ -238,11 +271,45 @@ elements). Measured on this 2-core EPYC (rk4, 1000 steps, ADSN's 65 511 distinct
 0.49–0.66 s at 2¹⁶ against 0.96–1.15 s at 2¹⁵ (``bench/suites/bench_exact_laws.py``)."""
 
 
+def grid_coefficients(problem: GaussianProblem, times: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(a, B, c, α m)`` of :meth:`GaussianProblem.coefficients` at every time of the 1-D tensor ``times`` at once,
+    shaped ``(len(times), d)``, as differentiable functions of the times (they may require grad)."""
+    values = problem.schedule(times)
+    alpha, sigma, d_alpha, sigma_d_sigma = (column.unsqueeze(-1) for column in
+                                            (values.alpha, values.sigma, values.d_alpha, values.sigma_d_sigma))
+    variance = marginal_variance(alpha, sigma, problem.eigenvalues)
+    if not bool((variance > 0).all()):  # a zero eigenvalue where σ_t = 0: refused by name, as coefficients() does
+        row = int((variance <= 0).any(-1).nonzero()[0])
+        refuse_singular(variance[row], problem.eigenvalues, f"t = {float(times[row]):g}, where the sampler evaluates "
+                        "the field", problem.zero_variances)
+    gain = velocity_gain(alpha, d_alpha, sigma_d_sigma, problem.eigenvalues, variance)
+    return gain, (d_alpha - gain * alpha) * problem.rotated_mean, variance, alpha * problem.rotated_mean
+
+
+def _weighted_sum(weights, terms: list[Tensor]) -> Tensor | float:
+    r""":math:`\sum_j w_jt_j` over the nonzero weights (0 where there are none)."""
+    return sum((weight * term for weight, term in zip(weights, terms, strict=False) if weight != 0.0), 0.0)
+
+
 @dataclass(frozen=True)
 class TableauLaw(StepLaw):
     """The law of an explicit Runge–Kutta tableau (see the module docstring), with the engine's own stage times."""
 
     tableau: ButcherTableau
+    differentiable: ClassVar[bool] = True
+
+    def step_maps(self, problem, request):
+        """The module docstring's stage recursion for all steps at once, in tensors of the grid's times."""
+        t, t_next = request.grid[:-1], request.grid[1:]
+        h = (t_next - t).unsqueeze(-1)
+        gains: list[Tensor] = []
+        offsets: list[Tensor] = []
+        for c_i, a_i in zip(self.tableau.c, self.tableau.a, strict=True):
+            gain, shift, _, _ = grid_coefficients(problem, stage_time(c_i, t, t_next, t_next - t))
+            gains.append(gain * (1.0 + h * _weighted_sum(a_i, gains)))
+            offsets.append(shift + gain * h * _weighted_sum(a_i, offsets))
+        scale = 1.0 + h * _weighted_sum(self.tableau.b, gains)
+        return scale, h * _weighted_sum(self.tableau.b, offsets), torch.zeros(1, dtype=F64)
 
     def evaluation_times(self, times):
         return [stage_time(c_i, t, t_next, t_next - t) for t, t_next in zip(times[:-1], times[1:], strict=True)
@@ -298,6 +365,17 @@ def _one_plus(increment: Combination | None, h: float) -> Tensor | float:
 
 class EulerMaruyamaLaw(StepLaw):
     """The law of Euler–Maruyama for the reverse SDE with the request's diffusion g (module docstring)."""
+
+    differentiable: ClassVar[bool] = True
+
+    def step_maps(self, problem, request):
+        """The module docstring's step for all steps at once, in tensors of the grid's times."""
+        t = request.grid[:-1]
+        h = (request.grid[1:] - t).unsqueeze(-1)
+        gain, shift, variance, alpha_mean = grid_coefficients(problem, t)
+        g_squared = request.diffusion(problem.schedule(t)).unsqueeze(-1) ** 2
+        scale = 1.0 + h * (gain - 0.5 * g_squared / variance)
+        return scale, h * (shift + 0.5 * g_squared * alpha_mean / variance), g_squared * h
 
     def step(self, problem, state, t, t_next, request):
         h = t_next - t

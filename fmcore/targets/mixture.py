@@ -29,6 +29,7 @@ and device of the points they are evaluated at.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -216,6 +217,15 @@ class GaussianMixture:
             return torch.diag_embed(self.eigenvalues)
         bases = self.layout.dense()
         return bases @ torch.diag_embed(self.eigenvalues) @ bases.transpose(-1, -2)
+
+    def fingerprint(self) -> str:
+        """A hash of what defines the target (weights, means, eigenvalues and the layout's fingerprint: no d × d
+        covariance is built), for cache keys."""
+        digest = hashlib.sha256()
+        for tensor in (self.weights, self.means, self.eigenvalues):
+            digest.update(tensor.contiguous().numpy().tobytes())
+        digest.update(self.layout.fingerprint().encode())
+        return digest.hexdigest()[:16]
 
     def component(self, k: int) -> SpectralGaussian:
         """Component ``k`` as a :class:`~fmcore.targets.spectral.SpectralGaussian` on its own basis (its weight aside)."""

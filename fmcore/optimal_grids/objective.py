@@ -1,0 +1,133 @@
+r"""A sampler's exact error on a Gaussian target as a differentiable function of its time grid.
+
+On a Gaussian target a linear sampler maps its start and its Gaussian increments affinely, per eigendirection j:
+:math:`z_N = P_jz_0 + Q_j + (\text{noise of variance } W_j)` (``fmcore/solvers/laws.py``). For a one-step method
+P, Q, W are products and sums of its steps' affine maps, whose coefficients are smooth in the grid times; a method
+whose law declares them as tensors of the times (``LawRecursion.differentiable``: every Runge–Kutta tableau,
+Euler–Maruyama with any diffusion) gives the exact error as a float64 function that autograd differentiates. With
+the start :math:`z_0 \sim N(m_0, v_0)` and the target :math:`N(m, \lambda)` in its eigenbasis:
+
+.. math::
+    W_2^2 = \sum_j (P_jm_{0,j} + Q_j - m_j)^2 + \big(\sqrt{v_{0,j}P_j^2 + W_j} - \sqrt{\lambda_j}\big)^2 ,
+
+    E\|\hat x - x^*\|^2 = \sum_j \big((P_j - P^*_j)m_{0,j} + Q_j - Q^*_j\big)^2 + v_{0,j}(P_j - P^*_j)^2
+
+(the second for ODE methods, against the exact flow map :math:`z^* = P^*z_0 + Q^*` from the grid's first time to the
+data). These are :meth:`fmcore.exact.ExactLaw.w2_to_target` and :meth:`~fmcore.exact.ExactLaw.strong_error`, here
+kept as tensors. The start law and the exact flow map are taken at the grid's ends, which are not differentiated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .._checks import check_choice, check_instance
+from ..exact import STARTS, start_law
+from ..schedules import Schedule
+from ..solvers.diffusions import Diffusion
+from ..solvers.laws import GaussianProblem, LawRequest, propagate_distinct
+from ..solvers.methods import METHODS, get_method
+from ..solvers.sampling import method_grid, method_options
+from ..targets import GaussianMixture
+
+__all__ = ["GridObjective", "METRICS", "methods_differentiable_in_grid"]
+
+F64 = torch.float64
+
+METRICS = ("w2", "strong_error")
+"""``w2``: exact W2 of the output law to the data; ``strong_error``: exact RMS distance to the exact flow map of the
+same start (ODE methods)."""
+
+
+def methods_differentiable_in_grid() -> list[str]:
+    """The methods whose exact law is a differentiable function of the grid (``LawRecursion.differentiable``)."""
+    return sorted(name for name, method in METHODS.items()
+                  if method.exact_law is not None and method.exact_law.differentiable)
+
+
+@dataclass(frozen=True)
+class GridObjective:
+    """``objective(grid)``: the exact ``metric`` of ``method``'s output on the Gaussian ``target`` run on ``grid``, a
+    0-d float64 tensor differentiable in the grid's times. Arguments as :func:`fmcore.exact.exact_output_law`'s."""
+
+    target: GaussianMixture
+    schedule: Schedule
+    method: str
+    diffusion: Diffusion | None = None
+    start: str = "prior"
+    metric: str = "w2"
+    options: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_instance("target", self.target, GaussianMixture, "a Gaussian target: get_target('gaussian')")
+        check_instance("schedule", self.schedule, Schedule, "see fmcore.schedules.get_schedule")
+        check_choice("start", self.start, STARTS)
+        check_choice("metric", self.metric, METRICS)
+        if self.target.num_components != 1:
+            raise ValueError(f"the exact law is for Gaussian targets (K = 1); this mixture has K = "
+                             f"{self.target.num_components}")
+        spec = get_method(self.method)
+        if spec.exact_law is None or not spec.exact_law.differentiable:
+            raise ValueError(f"method {self.method!r} has no exact law that is differentiable in its grid (its law is "
+                             f"probed from its own code, or it has none); methods with one: "
+                             f"{methods_differentiable_in_grid()}")
+        options = method_options(spec, dict(self.options))
+        method_grid(spec, self.schedule, 1, None, self.diffusion)  # the diffusion's checks, as sample() makes them
+        if self.metric == "strong_error" and (self.diffusion is not None or spec.draws_noise(options)):
+            raise ValueError(f"metric 'strong_error' is for ODE methods; {self.method!r} with these options injects "
+                             "noise: use metric='w2'")
+        component = self.target.component(0)
+        object.__setattr__(self, "options", options)
+        object.__setattr__(self, "_component", component)
+        object.__setattr__(self, "_problem", GaussianProblem(component.variances, component.eigen_mean, self.schedule))
+
+    def default_grid(self, steps: int) -> Tensor:
+        """The grid ``sample`` gives the method for ``steps`` (uniform from where the method and its diffusion start)."""
+        return method_grid(get_method(self.method), self.schedule, steps, None, self.diffusion)
+
+    def __call__(self, grid: Tensor) -> Tensor:
+        """The metric on ``grid`` (1-D float64, increasing; it may require grad)."""
+        check_instance("grid", grid, Tensor, "a 1-D float64 tensor of increasing times")
+        if grid.dtype != F64 or grid.dim() != 1 or grid.numel() < 2:
+            raise ValueError(f"grid must be a 1-D float64 tensor of at least 2 times, got {grid.dtype}, "
+                             f"shape {tuple(grid.shape)}")
+        if not bool((grid[1:] > grid[:-1]).all()):
+            raise ValueError("grid must be strictly increasing")
+        problem = self._problem
+        law = propagate_distinct(get_method(self.method).exact_law, problem,
+                                 LawRequest(self.method, grid, self.diffusion, self.options), on_grid=True)
+        start_mean, start_variance = start_law(self.start, problem, float(grid[0].detach()))
+        if self.metric == "w2":
+            value = self._w2(law.P * start_mean + law.Q, _output_std(law.P, law.W, start_variance))
+        else:
+            start, end = self.schedule(float(grid[0].detach())), self.schedule(1.0)
+            exact_gain, exact_offset = self._component.flow_map((float(start.alpha), float(start.sigma)),
+                                                                (float(end.alpha), float(end.sigma)))
+            difference = law.P - exact_gain
+            squared = ((difference * start_mean + law.Q - exact_offset) ** 2).sum()
+            value = (squared + (start_variance * difference**2).sum()).sqrt()
+        if not math.isfinite(float(value.detach())):
+            raise ValueError(f"the exact {self.metric} of {self.method!r} is not finite on this grid (its law "
+                             "overflowed, or the field is singular at one of its times)")
+        return value
+
+    def _w2(self, mean: Tensor, std: Tensor) -> Tensor:
+        """:meth:`SpectralGaussian.w2_to <fmcore.targets.spectral.SpectralGaussian.w2_to>` of the output (eigen-mean,
+        standard deviations) to the target, as a tensor."""
+        target = self._component
+        squared = ((mean - target.eigen_mean) ** 2).sum() + ((std - target.variances.sqrt()) ** 2).sum()
+        return squared.sqrt()
+
+
+def _output_std(gain: Tensor, noise_variance: Tensor, start_variance: Tensor) -> Tensor:
+    r"""The output's standard deviation per eigendirection, :math:`\sqrt{v_0P^2 + W}`; for an ODE method (W = 0)
+    :math:`\sqrt{v_0}\,|P|`, whose gradient is finite where P = 0 (a step that maps a zero-variance direction of the
+    target exactly onto its point mass, as Euler's last step does on ``cond_ot``)."""
+    if not bool(noise_variance.detach().any()):
+        return start_variance.sqrt() * gain.abs()
+    return (start_variance * gain**2 + noise_variance).sqrt()

@@ -36,7 +36,8 @@ from .solvers.sampling import method_grid, method_options
 from .targets import GaussianMixture
 from .targets.spectral import SpectralGaussian, marginal_variance
 
-__all__ = ["ExactLaw", "exact_output_law", "has_exact_law", "methods_with_exact_law", "STARTS"]
+__all__ = ["ExactLaw", "exact_output_law", "has_exact_law", "methods_with_exact_law", "STARTS", "start_law",
+           "mean_square_between_maps"]
 
 F64 = torch.float64
 
@@ -135,10 +136,8 @@ class ExactLaw:
 
     def _rms_between(self, gain: Tensor, offset: Tensor, other_gain: Tensor, other_offset: Tensor) -> float:
         r""":math:`(E\|(P - P')z_0 + Q - Q'\|^2)^{1/2}` over the start law."""
-        difference = gain - other_gain
-        squared = ((difference * self.start_mean + offset - other_offset) ** 2).sum()
-        squared = squared + (self.start_variance * difference**2).sum()
-        return math.sqrt(float(squared))
+        return math.sqrt(float(mean_square_between_maps(gain, offset, other_gain, other_offset, self.start_mean,
+                                                        self.start_variance)))
 
     def strong_error(self, t_from: float = 0.0, t_to: float = 1.0) -> float:
         r"""Exact RMS distance :math:`(E\|\hat x - x^*\|^2)^{1/2}` to the exact flow map from ``t_from`` to ``t_to``
@@ -159,6 +158,15 @@ class ExactLaw:
         clipped = ExactLaw(self.target, self.schedule, gain, offset, torch.zeros_like(gain), self.start_mean,
                            self.start_variance, self.t0, 1.0, self.start)
         return clipped.w2_to_target()
+
+
+def mean_square_between_maps(gain: Tensor, offset: Tensor, other_gain: Tensor, other_offset: Tensor,
+                             start_mean: Tensor, start_variance: Tensor) -> Tensor:
+    r""":math:`E\|(P - P')z_0 + Q - Q'\|^2 = \|(P - P')m_0 + Q - Q'\|^2 + v_0\|P - P'\|^2` for
+    :math:`z_0 \sim N(m_0, v_0)` per eigendirection, as a 0-d tensor (differentiable in the maps)."""
+    difference = gain - other_gain
+    squared = ((difference * start_mean + offset - other_offset) ** 2).sum()
+    return squared + (start_variance * difference**2).sum()
 
 
 def start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor, Tensor]:

@@ -1,5 +1,7 @@
 """Helpers shared by the tests (reference computations written independently of fmcore)."""
 
+import math
+
 import pytest
 import torch
 
@@ -21,3 +23,16 @@ def rk4_reference(field, x: torch.Tensor, t0: float, t1: float, steps: int) -> t
         k4 = field(t + h, x + h * k3)
         x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     return x
+
+
+def assert_matches_law(law, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per eigendirection of the exact law ``law`` (an ``ExactLaw``), the sample mean and variance of ``x`` within 5
+    standard errors of the law's (a Gaussian's sample variance has standard error V √(2/n)). Returns the sample
+    variances and their standard errors, for further comparisons."""
+    z = x @ law.basis
+    n = x.shape[0]
+    mean, variance = law.rotated_output_mean, law.variance
+    standard_error = variance * math.sqrt(2 / n)
+    assert bool(((z.mean(0) - mean).abs() <= 5 * (variance / n).sqrt()).all()), (z.mean(0), mean)
+    assert bool(((z.var(0) - variance).abs() <= 5 * standard_error).all()), (z.var(0), variance)
+    return z.var(0), standard_error

@@ -3,8 +3,6 @@ sampler's own code against the closed recursions, the starts, and Pierret & Gale
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -14,6 +12,8 @@ from fmcore.grids import get_grid
 from fmcore.solvers import get_diffusion, get_method, sample
 from fmcore.solvers.laws import PROBED, GaussianProblem, LawRequest
 from fmcore.solvers.sampling import method_grid
+
+from .helpers import assert_matches_law
 
 F64 = torch.float64
 TARGET = get_target("gaussian", d=2, condition_number=10, seed=5)  # rotated: the law is computed in its eigenbasis
@@ -53,16 +53,6 @@ def _start_sample(start: str, schedule, t0: float, n: int, seed: int) -> torch.T
     return float(values.alpha) * data + float(values.sigma) * noise
 
 
-def _assert_matches_monte_carlo(law, x: torch.Tensor) -> None:
-    """Per eigendirection, the sample mean and variance within 5 standard errors of the law's (a Gaussian's sample
-    variance has standard error V √(2/n))."""
-    z = x @ law.basis
-    n = x.shape[0]
-    mean, variance = law.rotated_output_mean, law.variance
-    assert bool(((z.mean(0) - mean).abs() <= 5 * (variance / n).sqrt()).all()), (z.mean(0), mean)
-    assert bool(((z.var(0) - variance).abs() <= 5 * variance * math.sqrt(2 / n)).all()), (z.var(0), variance)
-
-
 @pytest.mark.parametrize("method, schedule_name, options", STOCHASTIC,
                          ids=[f"{m}-{s}-{'-'.join(map(str, o.values())) or 'default'}" for m, s, o in STOCHASTIC])
 def test_stochastic_samplers_exact_law_matches_a_million_samples(method, schedule_name, options):
@@ -72,7 +62,7 @@ def test_stochastic_samplers_exact_law_matches_a_million_samples(method, schedul
     assert bool((law.noise_variance > 0).any())  # it is a stochastic law
     x0 = _start_sample("prior", schedule, law.t0, MONTE_CARLO, seed=3)
     x = sample(AnalyticField(TARGET, schedule), x0, method, steps=steps, generator=4, **options).x
-    _assert_matches_monte_carlo(law, x)
+    assert_matches_law(law, x)
 
 
 @pytest.mark.parametrize("start", STARTS)
@@ -86,7 +76,7 @@ def test_each_start_is_the_law_of_runs_started_there(method, start):
     assert law.start == start and law.t1 == pytest.approx(1 - 1e-3)
     x0 = _start_sample(start, schedule, law.t0, MONTE_CARLO, seed=5)
     x = sample(AnalyticField(TARGET, schedule), x0, method, grid=grid, generator=6).x
-    _assert_matches_monte_carlo(law, x)
+    assert_matches_law(law, x)
 
 
 def test_the_starts_differ_where_the_prior_is_not_the_marginal():

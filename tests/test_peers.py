@@ -21,6 +21,8 @@ from fmcore.solvers.diffusion_samplers import edm_start_time
 from fmcore.solvers.runge_kutta import rk_step
 from fmcore.solvers.tableaus import TABLEAUS
 
+from .helpers import assert_matches_law
+
 TARGET = get_target("gmm", K=3, d=2)
 
 
@@ -95,7 +97,6 @@ def test_k_diffusion_dpmpp_sde_has_the_law_of_correlated_sub_steps(monkeypatch):
     whose variance along the top eigendirection is 29 % lower (0.334 vs 0.472), some 40 standard errors away."""
     _needs("k_diffusion")
     pytest.importorskip("torchsde", reason="k-diffusion's Brownian tree needs torchsde (fmbench install-peers)")
-    import math
 
     from fmcore.exact import exact_output_law
     from fmcore.solvers import singlestep_samplers
@@ -104,11 +105,7 @@ def test_k_diffusion_dpmpp_sde_has_the_law_of_correlated_sub_steps(monkeypatch):
     law = exact_output_law(target, schedule, "dpmpp_sde", steps=4)
     x0 = torch.randn(n, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     x = sample(AnalyticField(target, schedule), x0, "peer:k_diffusion/dpmpp_sde", steps=4, generator=2).x
-    z = x @ target.eigenvectors[0] if target.eigenvectors is not None else x
-    variance = z.var(0)
-    standard_error = law.variance * math.sqrt(2 / n)
-    assert bool(((z.mean(0) - law.rotated_output_mean).abs() <= 5 * (law.variance / n).sqrt()).all())
-    assert bool(((variance - law.variance).abs() <= 5 * standard_error).all()), (variance, law.variance)
+    variance, standard_error = assert_matches_law(law, x)
     monkeypatch.setattr(singlestep_samplers, "substep_correlation", lambda *levels: 0.0)
     independent = exact_output_law(target, schedule, "dpmpp_sde", steps=4)
     assert float(((variance - independent.variance).abs() / standard_error).max()) > 20
@@ -401,7 +398,6 @@ def test_diffusers_dpmsolver_sde_has_the_law_of_dpmpp_sde_on_its_levels(monkeypa
     sub-step noise (30–44 standard errors off). NFE 2N − 1: its last step, to σ = 0, is one Euler step."""
     _needs("diffusers")
     pytest.importorskip("torchsde", reason="diffusers' Brownian tree needs torchsde (fmbench install-peers)")
-    import math
 
     from fmcore.exact import exact_output_law
     from fmcore.solvers import singlestep_samplers
@@ -412,10 +408,7 @@ def test_diffusers_dpmsolver_sde_has_the_law_of_dpmpp_sde_on_its_levels(monkeypa
     assert theirs.nfe == 2 * 4 - 1 and len(theirs.grid) == 2 * 4  # each call's time, then the end
     steps = torch.cat([theirs.grid[:-1:2], theirs.grid[-1:]])  # the step levels, without the midpoints
     law = exact_output_law(target, schedule, "dpmpp_sde", grid=steps, start="standard_normal")
-    z = theirs.x @ law.basis
-    variance, standard_error = z.var(0), law.variance * math.sqrt(2 / n)
-    assert bool(((z.mean(0) - law.rotated_output_mean).abs() <= 5 * (law.variance / n).sqrt()).all())
-    assert bool(((variance - law.variance).abs() <= 5 * standard_error).all()), (variance, law.variance)
+    variance, standard_error = assert_matches_law(law, theirs.x)
     monkeypatch.setattr(singlestep_samplers, "substep_correlation", lambda *levels: 0.0)
     independent = exact_output_law(target, schedule, "dpmpp_sde", grid=steps, start="standard_normal")
     assert float(((variance - independent.variance).abs() / standard_error).min()) > 20

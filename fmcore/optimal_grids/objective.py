@@ -13,8 +13,10 @@ the start :math:`z_0 \sim N(m_0, v_0)` and the target :math:`N(m, \lambda)` in i
     E\|\hat x - x^*\|^2 = \sum_j \big((P_j - P^*_j)m_{0,j} + Q_j - Q^*_j\big)^2 + v_{0,j}(P_j - P^*_j)^2
 
 (the second for ODE methods, against the exact flow map :math:`z^* = P^*z_0 + Q^*` from the grid's first time to the
-data). These are :meth:`fmcore.exact.ExactLaw.w2_to_target` and :meth:`~fmcore.exact.ExactLaw.strong_error`, here
-kept as tensors. The start law and the exact flow map are taken at the grid's ends, which are not differentiated.
+data). These are :meth:`fmcore.exact.ExactLaw.w2_to_target` and
+:meth:`~fmcore.exact.ExactLaw.strong_error`, here kept as tensors (the same
+:func:`~fmcore.targets.spectral.squared_w2` and :func:`~fmcore.exact.mean_square_between_maps`). The start law
+and the exact flow map are taken at the grid's ends, which are not differentiated.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_instance
-from ..exact import STARTS, start_law
+from ..exact import STARTS, mean_square_between_maps, start_law
+from ..grids import check_grid
 from ..schedules import Schedule
 from ..solvers.diffusions import Diffusion
 from ..solvers.laws import GaussianProblem, LawRequest, propagate_distinct
 from ..solvers.methods import METHODS, get_method
 from ..solvers.sampling import method_grid, method_options
 from ..targets import GaussianMixture
+from ..targets.spectral import squared_w2
 
 __all__ = ["GridObjective", "METRICS", "methods_differentiable_in_grid"]
 
@@ -93,35 +97,26 @@ class GridObjective:
     def __call__(self, grid: Tensor) -> Tensor:
         """The metric on ``grid`` (1-D float64, increasing; it may require grad)."""
         check_instance("grid", grid, Tensor, "a 1-D float64 tensor of increasing times")
-        if grid.dtype != F64 or grid.dim() != 1 or grid.numel() < 2:
-            raise ValueError(f"grid must be a 1-D float64 tensor of at least 2 times, got {grid.dtype}, "
-                             f"shape {tuple(grid.shape)}")
-        if not bool((grid[1:] > grid[:-1]).all()):
-            raise ValueError("grid must be strictly increasing")
+        if grid.dtype != F64:
+            raise ValueError(f"grid must be a float64 tensor (the law is computed in float64), got {grid.dtype}")
+        check_grid(grid.detach())
         problem = self._problem
         law = propagate_distinct(get_method(self.method).exact_law, problem,
                                  LawRequest(self.method, grid, self.diffusion, self.options), on_grid=True)
         start_mean, start_variance = start_law(self.start, problem, float(grid[0].detach()))
         if self.metric == "w2":
-            value = self._w2(law.P * start_mean + law.Q, _output_std(law.P, law.W, start_variance))
+            target = self._component
+            value = squared_w2(law.P * start_mean + law.Q, _output_std(law.P, law.W, start_variance),
+                               target.eigen_mean, target.variances.sqrt()).sqrt()
         else:
             start, end = self.schedule(float(grid[0].detach())), self.schedule(1.0)
             exact_gain, exact_offset = self._component.flow_map((float(start.alpha), float(start.sigma)),
                                                                 (float(end.alpha), float(end.sigma)))
-            difference = law.P - exact_gain
-            squared = ((difference * start_mean + law.Q - exact_offset) ** 2).sum()
-            value = (squared + (start_variance * difference**2).sum()).sqrt()
+            value = mean_square_between_maps(law.P, law.Q, exact_gain, exact_offset, start_mean, start_variance).sqrt()
         if not math.isfinite(float(value.detach())):
             raise ValueError(f"the exact {self.metric} of {self.method!r} is not finite on this grid (its law "
                              "overflowed, or the field is singular at one of its times)")
         return value
-
-    def _w2(self, mean: Tensor, std: Tensor) -> Tensor:
-        """:meth:`SpectralGaussian.w2_to <fmcore.targets.spectral.SpectralGaussian.w2_to>` of the output (eigen-mean,
-        standard deviations) to the target, as a tensor."""
-        target = self._component
-        squared = ((mean - target.eigen_mean) ** 2).sum() + ((std - target.variances.sqrt()) ** 2).sum()
-        return squared.sqrt()
 
 
 def _output_std(gain: Tensor, noise_variance: Tensor, start_variance: Tensor) -> Tensor:

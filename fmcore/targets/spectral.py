@@ -49,6 +49,12 @@ def flow_gain(variance_from: Tensor, variance_to: Tensor) -> Tensor:
     return (variance_to / variance_from).sqrt()
 
 
+def squared_w2(mean: Tensor, std: Tensor, other_mean: Tensor, other_std: Tensor) -> Tensor:
+    r""":math:`\|m - m'\|^2 + \|s - s'\|^2`: squared W2 between two Gaussians on one eigenbasis, given by their
+    eigen-means and standard deviations per direction (a 0-d tensor, differentiable in them)."""
+    return ((mean - other_mean) ** 2).sum() + ((std - other_std) ** 2).sum()
+
+
 def refuse_singular(variance: Tensor, eigenvalues: Tensor, where: str, zero_variances: int | None = None) -> None:
     """Raise where a marginal variance is 0: a zero eigenvalue at a time where σ_t = 0 (``where`` says which; the
     message counts ``zero_variances``, the zeros of ``eigenvalues`` unless given)."""
@@ -103,9 +109,8 @@ class SpectralGaussian:
         :math:`\big(\|m - m'\|^2 + \|\sqrt v - \sqrt{v'}\|^2\big)^{1/2}`."""
         if other.basis is not self.basis and other.basis.fingerprint() != self.basis.fingerprint():
             raise ValueError(f"w2_to needs two Gaussians on the same basis; got {self.basis!r} and {other.basis!r}")
-        squared = ((self.eigen_mean - other.eigen_mean) ** 2).sum()
-        squared = squared + ((self.variances.sqrt() - other.variances.sqrt()) ** 2).sum()
-        return math.sqrt(float(squared))
+        return math.sqrt(float(squared_w2(self.eigen_mean, self.variances.sqrt(), other.eigen_mean,
+                                          other.variances.sqrt())))
 
     def sample(self, n: int, generator: torch.Generator | int | None = None) -> Tensor:
         r"""``n`` draws, float64 on the CPU: :math:`U(m + \sqrt v\,\xi)`, ξ from ``torch.randn`` with ``generator``."""

@@ -7,7 +7,8 @@ L-BFGS-B is run from the method's default grid and two warps of it (:data:`START
 the gradient from autograd, within :data:`LOGIT_BOUND`, and each run stops at the first of: every component of the
 gradient of log E in θ at most ``gradient_tolerance`` (scipy's ``gtol``); a decrease of log E by at most
 :data:`DECREASE_TOLERANCE` (relative to max(|log E|, 1)) over one iteration (``ftol``: E then moves by a few parts in
-10¹² at most); ``max_iterations``. The best of
+10¹² at most); a line search that finds no decrease, with the gradient at the round-off level
+(:data:`ROUND_OFF_GRADIENT`); ``max_iterations``. The best of
 the runs is kept, with what happened in it recorded on the result. The computation is deterministic, so a grid is
 reproduced from its arguments; :func:`optimal_grid` keeps each result in memory, keyed by the method and its
 options, the steps, the schedule, the target's fingerprint, the start, the metric, the diffusion and the ends.
@@ -53,7 +54,8 @@ class OptimalGrid:
     """Largest component of the gradient of log(metric) in the logits at the end (the stopping rule's quantity, except
     where a logit sits at its bound, :data:`LOGIT_BOUND`, where L-BFGS-B tests the projected gradient)."""
     converged: bool
-    """The gradient test or the relative-decrease test stopped it (not ``max_iterations``)."""
+    """The gradient test or the relative-decrease test stopped it, or its line search found no decrease with the
+    gradient at :data:`ROUND_OFF_GRADIENT` or below (not ``max_iterations``)."""
     message: str
     seconds: float
     """Wall time of all the optimiser's runs."""
@@ -116,6 +118,13 @@ the best of the three: the exact W2 of a few-step grid can have more than one lo
 DECREASE_TOLERANCE = 1e-12
 """L-BFGS-B's ``ftol`` (module docstring)."""
 
+ROUND_OFF_GRADIENT = 1e-6
+"""A run whose line search finds no decrease at all (L-BFGS-B's "ABNORMAL" stop: log E has reached its float64
+round-off floor along the search direction) also counts as converged when every gradient component is at most this:
+moving a logit by 0.01 then changes E by about 1e-8 relative. Where the floor lies depends on the CPU's kernels:
+heun on vp, 2 steps, 1-D target, stops at the brute-force optimum with the gradient test met under AVX2, and with
+this stop at a gradient of 1.5e-8 under ``ATEN_CPU_CAPABILITY=default``."""
+
 LOGIT_BOUND = 12.0
 r"""Each logit is kept in [−12, 12] (L-BFGS-B's bounds): no increment falls below :math:`e^{-24}` ≈ 4e-11 of the
 largest, so every grid the line search tries is strictly increasing in float64 (an increment the optimiser drives to
@@ -146,6 +155,8 @@ def _minimise(objective: GridObjective, grids: MonotoneGrid, first: Tensor, grad
                                              "maxiter": max_iterations})
     grid = grids.grid(torch.tensor(found.x, dtype=F64)).detach()
     _, gradient = log_metric_and_gradient(found.x)
+    gradient_norm = float(numpy.abs(gradient).max())
+    at_round_off = str(found.message).startswith("ABNORMAL") and gradient_norm <= ROUND_OFF_GRADIENT
     return OptimalGrid(grid, float(objective(grid)), float(objective(grids.grid(first))), objective.metric,
-                       int(found.nit), int(found.nfev), float(numpy.abs(gradient).max()), bool(found.success),
+                       int(found.nit), int(found.nfev), gradient_norm, bool(found.success) or at_round_off,
                        str(found.message), time.perf_counter() - began)

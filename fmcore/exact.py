@@ -169,10 +169,15 @@ def mean_square_between_maps(gain: Tensor, offset: Tensor, other_gain: Tensor, o
     return squared + (start_variance * difference**2).sum()
 
 
-def start_law(start: str, problem: GaussianProblem, t0: float) -> tuple[Tensor, Tensor]:
-    """``(m₀, v₀)`` per eigendirection of the start named ``start`` (:data:`STARTS`) at the grid's first time."""
+def start_law(start: str, problem: GaussianProblem, t0: float | Tensor) -> tuple[Tensor, Tensor]:
+    """``(m₀, v₀)`` per eigendirection of the start named ``start`` (:data:`STARTS`) at the grid's first time ``t0``
+    (a 0-d tensor that requires grad gives a start law differentiable in it)."""
     if start == "marginal":
-        alpha, sigma, _, _ = problem.scalars(t0)
+        if isinstance(t0, Tensor):
+            values = problem.schedule(t0.to(F64))
+            alpha, sigma = values.alpha, values.sigma
+        else:
+            alpha, sigma, _, _ = problem.scalars(t0)
         return alpha * problem.rotated_mean, marginal_variance(alpha, sigma, problem.eigenvalues)
     std = problem.schedule.prior_std if start == "prior" else 1.0
     return torch.zeros(problem.dim, dtype=F64), torch.full((problem.dim,), std**2, dtype=F64)

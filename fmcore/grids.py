@@ -259,11 +259,17 @@ def ays_grid(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: 
 
 @register_grid("optimal")
 def optimal(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: float = 1.0, method: str | None = None,
-            target: str = "gaussian", start: str = "prior", metric: str = "w2") -> Tensor:
-    """The grid minimising ``method``'s exact ``metric`` on the Gaussian target named ``target`` (W2 to the data by
-    default), from :func:`fmcore.optimal_grids.optimal_grid`: between where the method starts on ``schedule`` (or
-    ``t0``, if later) and ``t1``; cached, so a sweep computes it once per process."""
+            target: str = "gaussian", target_params: dict | None = None, diffusion: str | None = None,
+            diffusion_params: dict | None = None, method_params: dict | None = None, start: str = "prior",
+            metric: str = "w2", free_start: bool = False) -> Tensor:
+    """The grid minimising ``method``'s exact ``metric`` on the Gaussian target ``get_target(target,
+    **target_params)`` (W2 to the data by default), from :func:`fmcore.optimal_grids.optimal_grid`, for the method
+    with its ``method_params`` and the diffusion ``get_diffusion(diffusion, **diffusion_params)`` where it takes one:
+    between where the method starts on ``schedule`` (or ``t0``, if later; with ``free_start``, from there on) and
+    ``t1``; cached, so a sweep computes it once per process. In a sweep a cell supplies its own method, target,
+    diffusion and their parameters (``fmbench.cells.grid_arguments``)."""
     from .optimal_grids import GridObjective, optimal_grid  # it builds on the solvers, which build on this module
+    from .solvers import get_diffusion
     from .targets import get_target
 
     if schedule is None:
@@ -272,7 +278,9 @@ def optimal(steps: int, schedule: Schedule | None = None, t0: float = 0.0, t1: f
     if method is None:
         raise ValueError("the optimal grid needs method=: the method it is optimal for (one whose exact law is "
                          "differentiable in its grid: see fmcore.optimal_grids)")
-    gaussian = get_target(target)
-    default = GridObjective(gaussian, schedule, method, start=start, metric=metric).default_grid(steps)
-    return optimal_grid(gaussian, schedule, method, steps, start=start, metric=metric,
-                        ends=(max(t0, float(default[0])), t1)).grid.clone()
+    gaussian = get_target(target, **(target_params or {}))
+    noise = get_diffusion(diffusion, **(diffusion_params or {})) if diffusion is not None else None
+    options = dict(method_params or {})
+    default = GridObjective(gaussian, schedule, method, noise, start, metric, options).default_grid(steps)
+    return optimal_grid(gaussian, schedule, method, steps, noise, start=start, metric=metric,
+                        ends=(max(t0, float(default[0])), t1), free_start=bool(free_start), **options).grid.clone()

@@ -7,12 +7,15 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 from fmbench.analysis import asymptotic_orders, learned_crossover, pareto_front
 from fmbench.cells import CellSpec, run_cell
 from fmbench.reporting import write_report
 from fmbench.store import load_rows
 from fmbench.sweep import run_sweep
 from fmbench.sweepfile import SweepError, expand, load_sweep
+
+from fmcore import get_schedule, get_target
 
 
 def test_expand_takes_the_product_per_solver_entry():
@@ -134,6 +137,30 @@ def test_an_early_stop_is_a_recorded_grid_parameter_scored_two_ways():
     assert stopped["w2_exact_law_marginal"] < stopped["w2_exact_law"]  # eight Euler steps cost less than the stop
     assert stopped["strong_error_marginal"] == pytest.approx(stopped["strong_error_exact_marginal"], rel=0.05)
     assert stopped["strong_error"] == pytest.approx(stopped["strong_error_exact"], rel=0.05)
+
+
+def test_an_optimal_grid_in_a_sweep_is_optimal_for_the_cells_own_method_target_and_options():
+    """``grid = "optimal"`` in a sweep: the cell supplies its method, its method's options, its target and their
+    parameters (``grid_arguments``), so its row's exact W2 is the optimiser's value for that cell, and another method
+    or another η gets its own grid."""
+    from fmbench.cells import grid_arguments
+
+    from fmcore.optimal_grids import optimal_grid
+
+    config = {"sweep": {"target": "gaussian", "target_params": {"gaussian": {"d": 3}}, "schedule": "cosine", "n": 64},
+              "solver": [{"method": "dpmpp_2m", "steps": 4, "grid": "optimal"},
+                         {"method": "ddim", "steps": 4, "grid": "optimal", "method_params": {"ddim": {"eta": 0.5}}}]}
+    two_m, ddim = expand(config)
+    assert grid_arguments(ddim) == {"method": "ddim", "method_params": {"eta": 0.5}, "target": "gaussian",
+                                    "target_params": {"d": 3}, "diffusion": None, "diffusion_params": {}}
+    target, schedule = get_target("gaussian", d=3), get_schedule("cosine")
+    for cell, options in ((two_m, {}), (ddim, {"eta": 0.5})):
+        row = run_cell(cell)
+        assert row["status"] == "ok", row.get("error")
+        best = optimal_grid(target, schedule, cell.method, 4, **options)
+        assert row["w2_exact_law"] == pytest.approx(best.value, rel=1e-9)
+    assert not torch.equal(optimal_grid(target, schedule, "dpmpp_2m", 4).grid,
+                           optimal_grid(target, schedule, "ddim", 4, eta=0.5).grid)
 
 
 @pytest.mark.parametrize(("solver", "message"), [

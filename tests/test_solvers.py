@@ -9,6 +9,7 @@ import torch
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.solvers import METHODS, TABLEAUS, SolverDivergenceError, sample
 from fmcore.solvers.counting import CountingField, FieldOutputError
+from fmcore.targets import Gaussian
 
 # Step counts in the asymptotic range of each method on this target (checked: the local slopes settle there
 # before float64 round-off, ~1e-13, is reached).
@@ -98,6 +99,18 @@ def test_dopri5_reproduces_the_flow_map(anisotropic):
         result = sample(AnalyticField(target, schedule), x0, "dopri5", rtol=1e-10, atol=1e-10)
         assert float((result.x - target.flow_map(x0, schedule)).abs().max()) < 1e-7
         assert result.nfe > 0 and result.options["rtol"] == 1e-10
+
+
+def test_dopri5_from_a_late_start_where_the_field_is_small_stays_within_the_path():
+    """torchdiffeq's initial-step heuristic probes the field at t₀ + 0.01‖x‖/‖f‖; on vp from t₀ = 0.0665 (σ/α = 80)
+    with λ = 2 the velocity gain is ~0.0015, so that probe lay past t = 1 and the field refused it. The probe is capped
+    at the end: the solve runs, and reproduces the exact flow map."""
+    target = Gaussian(torch.zeros(1, dtype=torch.float64), torch.tensor([[2.0]], dtype=torch.float64))
+    schedule = get_schedule("vp")
+    x0 = torch.ones(4, 1, dtype=torch.float64)
+    grid = torch.tensor([0.0665, 1.0], dtype=torch.float64)
+    result = sample(AnalyticField(target, schedule), x0, "dopri5", grid=grid, rtol=1e-10, atol=1e-10)
+    assert float((result.x - target.flow_map(x0, schedule, t0=0.0665)).abs().max()) < 1e-7
 
 
 def test_dopri5_matches_scipy_dop853_on_a_mixture():

@@ -59,7 +59,7 @@ from fmbench.timing import OtherLoad, synchronize
 from fmbench.user_models import LOSS_POINTS, is_user_model, load_network
 from fmcore import AnalyticField, get_schedule, get_target
 from fmcore.exact import exact_output_law, has_exact_law
-from fmcore.grids import get_grid
+from fmcore.grids import GRIDS, get_grid
 from fmcore.metrics import (
     gaussian_fit_w2,
     mode_tv,
@@ -190,6 +190,19 @@ def _network_floor(spec: CellSpec, network, field, target, schedule) -> dict:
     return {"model_fingerprint": fingerprint, "model_velocity_loss": _network_losses[key]}
 
 
+CELL_FIELDS_FOR_GRIDS = ("method", "method_params", "target", "target_params", "diffusion", "diffusion_params")
+"""The cell's own fields that a grid receives when it declares a parameter of the same name: the optimal grid is
+optimal for the cell's method (with its options), target and diffusion. A grid parameter the sweep sets wins."""
+
+
+def grid_arguments(spec: CellSpec) -> dict:
+    """The keyword arguments of ``get_grid`` for this cell: its ``grid_params``, and the fields of
+    :data:`CELL_FIELDS_FOR_GRIDS` its grid declares (and the sweep did not set)."""
+    declared = GRIDS.parameters(spec.grid)
+    supplied = {name: getattr(spec, name) for name in CELL_FIELDS_FOR_GRIDS if name in declared}
+    return {**supplied, **spec.grid_params}
+
+
 def _sampler_options(spec: CellSpec, schedule) -> dict:
     """The keyword arguments of ``sample`` for this cell, from what its method declares it takes (steps or grid,
     tolerances, diffusion, its own options, a generator when it draws noise)."""
@@ -199,7 +212,7 @@ def _sampler_options(spec: CellSpec, schedule) -> dict:
         if method.stepping == "own_grid" or (spec.grid == "uniform" and not spec.grid_params):
             options["steps"] = spec.steps
         else:  # grid_params: the grid's own (rho, sigma_min, …) and t0/t1 (t1 < 1: an early stop)
-            options["grid"] = get_grid(spec.grid, spec.steps, schedule, **spec.grid_params)
+            options["grid"] = get_grid(spec.grid, spec.steps, schedule, **grid_arguments(spec))
     else:
         options.update(rtol=spec.rtol, atol=spec.atol)
     if method.diffusion:

@@ -50,7 +50,7 @@ from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
-from fmbench.cells import AUTOCAST, DTYPES, CellSpec
+from fmbench.cells import AUTOCAST, DTYPES, CellSpec, grid_arguments
 from fmbench.execution import EXECUTIONS
 from fmbench.plugins import PluginError, import_plugins
 from fmbench.user_models import UserModelError, is_user_model, load_network
@@ -262,7 +262,7 @@ def _build_problems(cell: CellSpec) -> list[str]:
                 problems.append(problem)
     if cell.grid_params and not problems:
         problem = _grid_problem(cell.grid, cell.steps, cell.schedule, json.dumps(cell.schedule_params, sort_keys=True),
-                                json.dumps(cell.grid_params, sort_keys=True))
+                                json.dumps(grid_arguments(cell), sort_keys=True))
         if problem:
             problems.append(problem)
     return problems

@@ -3,9 +3,10 @@ r"""A sampler's exact error on a Gaussian target as a differentiable function of
 On a Gaussian target a linear sampler maps its start and its Gaussian increments affinely, per eigendirection j:
 :math:`z_N = P_jz_0 + Q_j + (\text{noise of variance } W_j)` (``fmcore/solvers/laws.py``). For a one-step method
 P, Q, W are products and sums of its steps' affine maps, whose coefficients are smooth in the grid times; a method
-whose law declares them as tensors of the times (``LawRecursion.differentiable``: every Runge–Kutta tableau,
-Euler–Maruyama with any diffusion) gives the exact error as a float64 function that autograd differentiates. With
-the start :math:`z_0 \sim N(m_0, v_0)` and the target :math:`N(m, \lambda)` in its eigenbasis:
+whose law is written in tensors of the times (``LawRecursion.differentiable``: every Runge–Kutta tableau,
+Euler–Maruyama with any diffusion, DDIM with any η, EDM's Heun with any churn, DPM-Solver++(2M), UniPC) gives the
+exact error as a float64 function that autograd differentiates. With the start :math:`z_0 \sim N(m_0, v_0)` and the
+target :math:`N(m, \lambda)` in its eigenbasis:
 
 .. math::
     W_2^2 = \sum_j (P_jm_{0,j} + Q_j - m_j)^2 + \big(\sqrt{v_{0,j}P_j^2 + W_j} - \sqrt{\lambda_j}\big)^2 ,
@@ -15,8 +16,10 @@ the start :math:`z_0 \sim N(m_0, v_0)` and the target :math:`N(m, \lambda)` in i
 (the second for ODE methods, against the exact flow map :math:`z^* = P^*z_0 + Q^*` from the grid's first time to the
 data). These are :meth:`fmcore.exact.ExactLaw.w2_to_target` and
 :meth:`~fmcore.exact.ExactLaw.strong_error`, here kept as tensors (the same
-:func:`~fmcore.targets.spectral.squared_w2` and :func:`~fmcore.exact.mean_square_between_maps`). The start law
-and the exact flow map are taken at the grid's ends, which are not differentiated.
+:func:`~fmcore.targets.spectral.squared_w2` and :func:`~fmcore.exact.mean_square_between_maps`); ``w2_marginal``
+is the first with the path's marginal at the grid's last time, :math:`N(\alpha m, \alpha^2\lambda + \sigma^2)`, for
+the target. The start law is differentiable in the grid's first time (a free start); the last time, and the exact
+flow map of the strong error, are taken at the grid's ends and not differentiated.
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ __all__ = ["GridObjective", "METRICS", "methods_differentiable_in_grid"]
 
 F64 = torch.float64
 
-METRICS = ("w2", "strong_error")
-"""``w2``: exact W2 of the output law to the data; ``strong_error``: exact RMS distance to the exact flow map of the
-same start (ODE methods)."""
+METRICS = ("w2", "w2_marginal", "strong_error")
+"""``w2``: exact W2 of the output law to the data; ``w2_marginal``: to the path's exact marginal at the grid's last
+time (the same on a grid that ends at t = 1; on one that stops earlier, the sampler's own error without the stop's, which
+an optimiser of ``w2`` may otherwise cancel against); ``strong_error``: exact RMS distance to the exact flow map of
+the same start (ODE methods)."""
 
 
 def methods_differentiable_in_grid() -> list[str]:
@@ -103,9 +108,12 @@ class GridObjective:
         problem = self._problem
         law = propagate_distinct(get_method(self.method).exact_law, problem,
                                  LawRequest(self.method, grid, self.diffusion, self.options), on_grid=True)
-        start_mean, start_variance = start_law(self.start, problem, float(grid[0].detach()))
-        if self.metric == "w2":
+        start_mean, start_variance = start_law(self.start, problem, grid[0])  # differentiable in a free start
+        if self.metric in ("w2", "w2_marginal"):
             target = self._component
+            if self.metric == "w2_marginal":  # at the grid's last time, which is fixed
+                end = self.schedule(float(grid[-1].detach()))
+                target = target.marginal(float(end.alpha), float(end.sigma))
             value = squared_w2(law.P * start_mean + law.Q, _output_std(law.P, law.W, start_variance),
                                target.eigen_mean, target.variances.sqrt()).sqrt()
         else:

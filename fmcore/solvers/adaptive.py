@@ -37,12 +37,14 @@ def integrate_torchdiffeq(
         options["rtol"] = rtol
     if atol is not None:
         options["atol"] = atol
+    function = field
     if method in TORCHDIFFEQ_ADAPTIVE:
         # Stop exactly at the end time: by default torchdiffeq steps past it and interpolates back, which
         # would evaluate the field outside [0, 1].
         options["options"] = {"step_t": t[-1:]}
+        function = _WithinInterval(field, t.min(), t.max())
     try:
-        solution = odeint(field, x0, t, method=method, **options)
+        solution = odeint(function, x0, t, method=method, **options)
     except AssertionError as error:  # torchdiffeq asserts on step-size underflow: NaNs, or tolerances out of reach
         if "underflow" in str(error):
             raise SolverStepSizeError(f"torchdiffeq {method}", rtol, atol, x0.dtype, f"torchdiffeq: {error}") from error
@@ -51,6 +53,22 @@ def integrate_torchdiffeq(
     if not bool(torch.isfinite(final).all()):
         raise SolverDivergenceError(f"torchdiffeq {method}", None, None, "non-finite final state")
     return final, (solution if return_trajectory else None), {}
+
+
+class _WithinInterval(torch.nn.Module):
+    """The field with its time kept within the solve's interval [lower, upper] (either direction: a likelihood
+    integrates from t = 1 down). torchdiffeq's initial step heuristic (Hairer, Nørsett & Wanner's) evaluates
+    f(t₀ + h₀, x₀ + h₀f₀) with a trial h₀ = 0.01‖x₀‖/‖f₀‖ that nothing bounds: where the field is small, past the end,
+    which a path's field refuses (a mixture on vp from t₀ = 0.07: t = 1.28). Kept at the end, the heuristic's probe
+    reads the field there instead, and only the first step's size depends on it; every step the controller accepts
+    lies within the interval (``step_t``), where this does nothing."""
+
+    def __init__(self, field, lower: Tensor, upper: Tensor):
+        super().__init__()
+        self.field, self.lower, self.upper = field, lower, upper
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        return self.field(torch.clamp(t, self.lower, self.upper), x)
 
 
 def integrate_scipy(

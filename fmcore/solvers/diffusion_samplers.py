@@ -63,8 +63,9 @@ import torch
 from numpy.polynomial import Polynomial
 from torch import Tensor
 
+from .diffusion_laws import DDIMLaw, DPMSolver2MLaw, EDMHeunLaw, UniPCLaw
 from .errors import SolverDivergenceError
-from .laws import PROBED
+from .laws import PROBED, LawRecursion
 from .methods import Method, register_method
 from .runge_kutta import is_finite
 from .sde import brownian_increment
@@ -484,30 +485,31 @@ def integrate_edm_heun(field, x0: Tensor, grid: Tensor, schedule, churn: float, 
 # ---------------------------------------------------------------------- registration
 
 def _register(name: str, integrate, order: int, option: str | None = None, default: float = 0.0,
-              noisy_option: bool = True, **declared) -> None:
+              noisy_option: bool = True, exact_law: LawRecursion = PROBED, **declared) -> None:
     """One diffusion sampler: ``integrate(field, x0, grid, schedule, option value, generator, trajectory, name)``,
     its own ``option`` at ``default`` (which makes it draw noise when > 0, unless ``noisy_option`` is False); a
-    sampler without one gets 0."""
+    sampler without one gets 0. Its exact law is probed from its own run unless one is written for it
+    (:mod:`.diffusion_laws`)."""
     register_method(Method(
         name,
         lambda r: integrate(r.field, r.x0, r.grid, r.schedule, r.options.get(option, 0.0), r.generator,
                             r.return_trajectory, name),
         options={option: default} if option else {}, random=(option if noisy_option else False) or False, order=order,
         family="diffusion",
-        predictions=("data",), needs_schedule=True, exact_law=PROBED, **declared,
+        predictions=("data",), needs_schedule=True, exact_law=exact_law, **declared,
     ))
 
 
-_register("ddim", integrate_ddim, order=1, option="eta", default=0.0, stages=1)
-_register("euler_ancestral", integrate_ddim, order=1, option="eta", default=1.0, stages=1)
-_register("dpmpp_2m", integrate_dpmpp_2m, order=2, stages=1)
+_register("ddim", integrate_ddim, order=1, option="eta", default=0.0, stages=1, exact_law=DDIMLaw())
+_register("euler_ancestral", integrate_ddim, order=1, option="eta", default=1.0, stages=1, exact_law=DDIMLaw())
+_register("dpmpp_2m", integrate_dpmpp_2m, order=2, stages=1, exact_law=DPMSolver2MLaw())
 _register("dpmpp_2m_sde", integrate_dpmpp_2m, order=1, option="eta", default=1.0, stages=1)
 _THIRD_ORDER_AS_SHIPPED = ("DPM-Solver++(3M) as its reference code, diffusers and k-diffusion write it is second order, "
                           "not third: its second difference is half what its φ₃ term needs (fmcore/solvers/"
                           "diffusion_samplers.py, integrate_dpmpp_3m)")
 _register("dpmpp_3m", integrate_dpmpp_3m, order=2, stages=1, caveat=_THIRD_ORDER_AS_SHIPPED)
 _register("dpmpp_3m_sde", integrate_dpmpp_3m, order=1, option="eta", default=1.0, stages=1)
-_register("unipc", integrate_unipc, order=3, stages=1)
+_register("unipc", integrate_unipc, order=3, stages=1, exact_law=UniPCLaw())
 _register("ipndm", integrate_ipndm, order=2, option="max_order", default=4.0, noisy_option=False, stages=1,
           start=edm_start_time,
           caveat="fourth-order Adams–Bashforth weights for constant steps, an Euler first step: second order on the "
@@ -518,4 +520,5 @@ _register("deis_tab", integrate_deis_tab, order=3, option="max_order", default=3
           start=edm_start_time)
 _register("lms", integrate_lms, order=4, option="max_order", default=4.0, noisy_option=False, stages=1,
           start=edm_start_time)
-_register("edm_heun", integrate_edm_heun, order=2, option="churn", default=0.0, start=edm_start_time)
+_register("edm_heun", integrate_edm_heun, order=2, option="churn", default=0.0, start=edm_start_time,
+          exact_law=EDMHeunLaw())

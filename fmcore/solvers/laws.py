@@ -27,7 +27,9 @@ increments: :math:`z_N = P z_0 + Q + \sum_i R_i\xi_i`. A :class:`LawRecursion` c
 A one-step law that writes its steps' affine maps as tensors of the grid's times (:meth:`StepLaw.step_maps`:
 :class:`TableauLaw`, :class:`EulerMaruyamaLaw`) is :attr:`LawRecursion.differentiable`: :meth:`LawRecursion.law_on_grid`
 gives the same law as a function of the grid that autograd differentiates (``fmcore/optimal_grids``). A probe runs
-the sampler's own code, whose steps are Python floats: it is not.
+the sampler's own code, whose steps are Python floats: it is not; the diffusion samplers DDIM, EDM's Heun,
+DPM-Solver++(2M) and UniPC keep their probed law and are also written in tensors of the grid
+(:mod:`.diffusion_laws`, the multisteps on affine functions of the start).
 
 The recursion is the sampler's law in exact (float64) arithmetic; rotating the target does not change it (every
 sampler here combines x and the field's predictions linearly, and ξ's law is rotation invariant).
@@ -49,7 +51,8 @@ from .diffusions import Diffusion
 from .tableaus import ButcherTableau, stage_time
 
 __all__ = ["GaussianProblem", "AffineLaw", "LawRequest", "LawRecursion", "StepLaw", "TableauLaw", "EulerMaruyamaLaw",
-           "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct", "grid_coefficients"]
+           "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct", "compose_steps", "grid_values",
+           "grid_coefficients"]
 
 F64 = torch.float64
 
@@ -226,11 +229,7 @@ class StepLaw(LawRecursion):
 
     def law_on_grid(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
         """The composition of :meth:`step_maps` in step order."""
-        scales, shifts, noises = self.step_maps(problem, request)
-        state = AffineLaw.identity(problem.dim)
-        for scale, shift, noise in zip(scales, shifts.expand_as(scales), noises.expand_as(scales), strict=True):
-            state = state.then(scale, shift, noise)
-        return state.dense()
+        return compose_steps(problem.dim, *self.step_maps(problem, request))
 
     def propagate(self, problem: GaussianProblem, request: LawRequest) -> AffineLaw:
         """Every step on each part of :data:`LAW_CHUNK` eigendirections in turn (they evolve independently: a part
@@ -247,6 +246,16 @@ class StepLaw(LawRecursion):
         if len(parts) == 1:
             return parts[0]
         return AffineLaw(*(torch.cat(pieces) for pieces in zip(*((p.P, p.Q, p.W) for p in parts), strict=True)))
+
+
+def compose_steps(dim: int, scales: Tensor, shifts: Tensor, noises: Tensor) -> AffineLaw:
+    """The composition, in step order, of the steps ``z ↦ scale_k z + shift_k + √noise_k ξ_k`` (rows of the
+    :meth:`StepLaw.step_maps` tensors, broadcast to ``(steps, dim)``)."""
+    state = AffineLaw.identity(dim)
+    scales = scales.expand(-1, dim)
+    for scale, shift, noise in zip(scales, shifts.expand_as(scales), noises.expand_as(scales), strict=True):
+        state = state.then(scale, shift, noise)
+    return state.dense()
 
 
 def propagate_distinct(recursion: LawRecursion, problem: GaussianProblem, request: LawRequest,
@@ -271,17 +280,26 @@ elements). Measured on this 2-core EPYC (rk4, 1000 steps, ADSN's 65 511 distinct
 0.49–0.66 s at 2¹⁶ against 0.96–1.15 s at 2¹⁵ (``bench/suites/bench_exact_laws.py``)."""
 
 
-def grid_coefficients(problem: GaussianProblem, times: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(a, B, c, α m)`` of :meth:`GaussianProblem.coefficients` at every time of the 1-D tensor ``times`` at once,
-    shaped ``(len(times), d)``, as differentiable functions of the times (they may require grad)."""
+def grid_values(problem: GaussianProblem, times: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    r"""``(α, σ, α̇, σσ̇)`` as columns ``(len(times), 1)`` and :math:`c = \alpha^2\lambda + \sigma^2` as
+    ``(len(times), d)`` at every time of the 1-D tensor ``times``, differentiable in the times. The field is
+    evaluated at these times: a zero c (a zero eigenvalue where σ_t = 0) is refused by name, as
+    :meth:`GaussianProblem.coefficients` refuses it."""
     values = problem.schedule(times)
-    alpha, sigma, d_alpha, sigma_d_sigma = (column.unsqueeze(-1) for column in
+    alpha, sigma, d_alpha, sigma_d_sigma = (column.expand(times.shape).unsqueeze(-1) for column in
                                             (values.alpha, values.sigma, values.d_alpha, values.sigma_d_sigma))
     variance = marginal_variance(alpha, sigma, problem.eigenvalues)
-    if not bool((variance > 0).all()):  # a zero eigenvalue where σ_t = 0: refused by name, as coefficients() does
+    if not bool((variance > 0).all()):
         row = int((variance <= 0).any(-1).nonzero()[0])
         refuse_singular(variance[row], problem.eigenvalues, f"t = {float(times[row]):g}, where the sampler evaluates "
                         "the field", problem.zero_variances)
+    return alpha, sigma, d_alpha, sigma_d_sigma, variance
+
+
+def grid_coefficients(problem: GaussianProblem, times: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(a, B, c, α m)`` of :meth:`GaussianProblem.coefficients` at every time of the 1-D tensor ``times`` at once,
+    shaped ``(len(times), d)``, as differentiable functions of the times (they may require grad)."""
+    alpha, _, d_alpha, sigma_d_sigma, variance = grid_values(problem, times)
     gain = velocity_gain(alpha, d_alpha, sigma_d_sigma, problem.eigenvalues, variance)
     return gain, (d_alpha - gain * alpha) * problem.rotated_mean, variance, alpha * problem.rotated_mean
 

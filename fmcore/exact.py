@@ -173,11 +173,8 @@ def start_law(start: str, problem: GaussianProblem, t0: float | Tensor) -> tuple
     """``(m₀, v₀)`` per eigendirection of the start named ``start`` (:data:`STARTS`) at the grid's first time ``t0``
     (a 0-d tensor that requires grad gives a start law differentiable in it)."""
     if start == "marginal":
-        if isinstance(t0, Tensor):
-            values = problem.schedule(t0.to(F64))
-            alpha, sigma = values.alpha, values.sigma
-        else:
-            alpha, sigma, _, _ = problem.scalars(t0)
+        values = problem.schedule(torch.as_tensor(t0, dtype=F64))
+        alpha, sigma = values.alpha, values.sigma
         return alpha * problem.rotated_mean, marginal_variance(alpha, sigma, problem.eigenvalues)
     std = problem.schedule.prior_std if start == "prior" else 1.0
     return torch.zeros(problem.dim, dtype=F64), torch.full((problem.dim,), std**2, dtype=F64)

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .laws import PROBED, AffineLaw, GaussianProblem, LawRecursion, LawRequest, compose_steps, grid_values
+from .laws import PROBED, AffineLaw, GaussianProblem, LawRecursion, LawRequest, compose_steps, grid_values, schedule_columns
 
 __all__ = ["WrittenLaw", "DDIMLaw", "EDMHeunLaw", "DPMSolver2MLaw", "UniPCLaw", "data_prediction_coefficients"]
 
@@ -41,12 +41,6 @@ def data_prediction_coefficients(problem: GaussianProblem, times: Tensor) -> tup
     differentiable in the times."""
     alpha, sigma, _, _, variance = grid_values(problem, times)
     return alpha * problem.eigenvalues / variance, sigma**2 * problem.rotated_mean / variance
-
-
-def alpha_sigma(problem: GaussianProblem, grid: Tensor) -> tuple[Tensor, Tensor]:
-    """The schedule's α and σ at the grid times, as columns ``(len(grid), 1)``, differentiable in them."""
-    values = problem.schedule(grid)
-    return tuple(column.expand(grid.shape).unsqueeze(-1) for column in (values.alpha, values.sigma))
 
 
 def log_snr_ratios(alpha: Tensor, sigma: Tensor) -> Tensor:
@@ -92,7 +86,7 @@ class DDIMLaw(_WrittenStepLaw):
 
     def step_maps(self, problem, request):
         eta = float(request.options.get("eta", 0.0))
-        alpha, sigma = alpha_sigma(problem, request.grid)
+        alpha, sigma, _, _ = schedule_columns(problem.schedule, request.grid)
         gain, offset = data_prediction_coefficients(problem, request.grid[:-1])  # at each step's start
         rho = log_snr_ratios(alpha, sigma).unsqueeze(-1)
         alpha_s, sigma_s, alpha_t, sigma_t = alpha[:-1], sigma[:-1], alpha[1:], sigma[1:]
@@ -122,7 +116,7 @@ class EDMHeunLaw(_WrittenStepLaw):
         steps = len(grid) - 1
         churn = float(request.options.get("churn", 0.0))
         gamma = min(churn / steps, math.sqrt(2.0) - 1.0) if churn > 0 else 0.0
-        alpha, sigma = alpha_sigma(problem, grid)
+        alpha, sigma, _, _ = schedule_columns(problem.schedule, grid)
         level = (sigma / alpha).squeeze(-1)
         starts, start_levels, added = grid[:-1], level[:-1], torch.zeros(steps, dtype=F64)
         if gamma > 0.0:
@@ -171,7 +165,7 @@ class _WrittenMultistepLaw(WrittenLaw):
 
     def law_on_grid(self, problem, request):
         gain, offset = data_prediction_coefficients(problem, request.grid[:-1])  # at each step's start
-        alpha, sigma = alpha_sigma(problem, request.grid)
+        alpha, sigma, _, _ = schedule_columns(problem.schedule, request.grid)
         output = self.run(AFFINE_START.expand(2, problem.dim), alpha, sigma, _AffineField(gain, offset))
         return AffineLaw(output[0], output[1], torch.zeros_like(output[0]))
 

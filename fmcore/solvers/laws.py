@@ -51,8 +51,8 @@ from .diffusions import Diffusion
 from .tableaus import ButcherTableau, stage_time
 
 __all__ = ["GaussianProblem", "AffineLaw", "LawRequest", "LawRecursion", "StepLaw", "TableauLaw", "EulerMaruyamaLaw",
-           "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct", "compose_steps", "grid_values",
-           "grid_coefficients"]
+           "ProbedLaw", "NoiseProbe", "PROBED", "propagate_distinct", "compose_steps", "schedule_columns",
+           "grid_values", "grid_coefficients"]
 
 F64 = torch.float64
 
@@ -280,14 +280,20 @@ elements). Measured on this 2-core EPYC (rk4, 1000 steps, ADSN's 65 511 distinct
 0.49–0.66 s at 2¹⁶ against 0.96–1.15 s at 2¹⁵ (``bench/suites/bench_exact_laws.py``)."""
 
 
+def schedule_columns(schedule: Schedule, times: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(α, σ, α̇, σσ̇)`` at every time of the 1-D tensor ``times``, as columns ``(len(times), 1)`` (to broadcast
+    against the eigenvalues), differentiable in the times."""
+    values = schedule(times)
+    return tuple(column.expand(times.shape).unsqueeze(-1) for column in
+                 (values.alpha, values.sigma, values.d_alpha, values.sigma_d_sigma))
+
+
 def grid_values(problem: GaussianProblem, times: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     r"""``(α, σ, α̇, σσ̇)`` as columns ``(len(times), 1)`` and :math:`c = \alpha^2\lambda + \sigma^2` as
     ``(len(times), d)`` at every time of the 1-D tensor ``times``, differentiable in the times. The field is
     evaluated at these times: a zero c (a zero eigenvalue where σ_t = 0) is refused by name, as
     :meth:`GaussianProblem.coefficients` refuses it."""
-    values = problem.schedule(times)
-    alpha, sigma, d_alpha, sigma_d_sigma = (column.expand(times.shape).unsqueeze(-1) for column in
-                                            (values.alpha, values.sigma, values.d_alpha, values.sigma_d_sigma))
+    alpha, sigma, d_alpha, sigma_d_sigma = schedule_columns(problem.schedule, times)
     variance = marginal_variance(alpha, sigma, problem.eigenvalues)
     if not bool((variance > 0).all()):
         row = int((variance <= 0).any(-1).nonzero()[0])

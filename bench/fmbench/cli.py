@@ -10,6 +10,7 @@
                     [--tolerance CLASS=REL[,ABS]] [--timing] [--threshold X]
     fmbench baseline RUN_DIR DIR
     fmbench install-peers [PIP OPTIONS]
+    fmbench track | backfill | history | bisect | publish …   (tracking across commits: fmbench.history.commands)
 
 ``run`` checks the whole sweep, runs the cells not yet saved ``ok`` in ``DIR`` (default
 ``results/runs/<preset>``; a rerun resumes, retrying failed cells — once only for a cell whose process died or that hit
@@ -41,6 +42,7 @@ import sys
 from pathlib import Path
 
 from fmbench.faults import DEFAULT_TIME_LIMIT_S  # imports no torch: the parser and --help stay light
+from fmbench.history import commands as history_commands
 
 EXIT_OK, EXIT_CELLS_FAILED, EXIT_BAD_INPUT, EXIT_STORE, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 0, 1, 2, 3, 130, 141
 
@@ -106,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "environment.json (text only)")
     baseline.add_argument("run", type=Path)
     baseline.add_argument("directory", type=Path)
+    history_commands.add_parsers(commands)
     return parser
 
 
@@ -303,6 +306,8 @@ def _command(args) -> int:
             return _compare(args)
         if args.command == "baseline":
             return _baseline(args)
+        if args.command in history_commands.COMMANDS:
+            return history_commands.run_command(args)
         if args.command == "install-peers":
             from fmbench.peers import install
 

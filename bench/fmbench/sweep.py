@@ -80,6 +80,7 @@ def environment(threads: int | None = None, executor: str = "in-process") -> dic
         "platform": platform.platform(),
         "processor": _cpu_name(),
         "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "cell_threads": threads,
         "executor": executor,

@@ -212,6 +212,21 @@ def test_non_finite_points_are_named_not_propagated():
         FIELD(0.5, torch.tensor([[0.0, math.nan, 0.0]], dtype=F64))
 
 
+def test_far_points_whose_log_densities_sum_past_the_dtype_range_are_still_valid():
+    """The finiteness check sums the log densities first (one reduction); a sum that overflows while every entry is
+    finite must fall back to the entry-by-entry check, not raise. |x| ≈ 3e18 in float32: each log p ≈ -5e36, the sum
+    of 200 rows beyond float32's 3.4e38."""
+    mixture = GaussianMixture([0.4, 0.6], [[0.0, 1.0], [2.0, -1.0]], [[[2.0, 0.5], [0.5, 1.0]], [[1.0, 0.0], [0.0, 3.0]]])
+    far = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=F64) * 3e18
+    log_p32 = mixture.marginal_log_prob(0.7, far.float(), COND_OT)
+    assert torch.isfinite(log_p32).all() and not math.isfinite(float(log_p32.sum()))
+    # float32 against float64 at the same (rounded) points: relative error a few ulps of the squared distance
+    log_p64 = mixture.marginal_log_prob(0.7, far.float().double(), COND_OT)
+    torch.testing.assert_close(log_p32.double(), log_p64, rtol=1e-5, atol=0.0)
+    with pytest.raises(ValueError, match="x must be finite"):
+        mixture.marginal_log_prob(0.7, torch.cat([far.float(), torch.tensor([[math.inf, 0.0]])]), COND_OT)
+
+
 def test_covariance_of_far_means_is_shift_invariant():
     # A shift of 2^40 keeps these means exact in float64, but Σw(Σ + μμᵀ) − mmᵀ would cancel ~1e24 against ~1e24.
     shift = torch.tensor([2.0**40, -(2.0**40)], dtype=F64)

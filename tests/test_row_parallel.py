@@ -59,3 +59,28 @@ def test_autograd_runs_in_the_calling_thread(two_threads):
     log_density = target.marginal_log_prob(0.5, x, schedule)
     (gradient,) = torch.autograd.grad(log_density.sum(), x)
     assert torch.allclose(gradient, target.score(0.5, x.detach(), schedule), rtol=1e-10, atol=1e-12)
+
+
+CLOSED_FORMS = ["marginal_log_prob", "score", "noise_prediction", "data_prediction", "velocity", "velocity_and_score",
+                "velocity_divergence", "velocity_and_divergence"]
+
+
+@pytest.mark.parametrize("form", CLOSED_FORMS)
+@pytest.mark.parametrize(("name", "params"), [("gmm", {"K": 4, "d": 3, "seed": 2}),
+                                              ("image_mixture", {"K": 3, "shape": (1, 2, 2), "seed": 1})])
+@pytest.mark.parametrize("per_point_times", [False, True])
+def test_a_closed_form_in_chunks_is_the_closed_form_at_once(form, name, params, per_point_times):
+    """Each closed form does its per-time work once and a per-chunk part per chunk of points: cut into chunks of
+    4 points (per-component bases and a shared one; one time or a time per point), it equals the closed form over
+    all 203 points in one chunk to float64 round-off."""
+    target, schedule = get_target(name, **params), get_schedule("cosine")
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(203, target.dim, generator=generator, dtype=torch.float64)
+    t = torch.rand(203, generator=generator, dtype=torch.float64) * 0.9 if per_point_times else 0.6
+    target.cpu_chunk_elements = 10**9
+    whole = getattr(target, form)(t, x, schedule)
+    target.cpu_chunk_elements = 4 * target.num_components * target.dim
+    chunked = getattr(target, form)(t, x, schedule)
+    for at_once, in_chunks in zip(whole if isinstance(whole, tuple) else (whole,),
+                                  chunked if isinstance(chunked, tuple) else (chunked,), strict=True):
+        torch.testing.assert_close(in_chunks, at_once, rtol=1e-12, atol=1e-12)

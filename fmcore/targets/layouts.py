@@ -16,6 +16,7 @@ Both give the same closed forms (tested to 1e-12 with one dense U held both ways
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -50,9 +51,10 @@ class Layout(ABC):
         return None
 
     @abstractmethod
-    def combine(self, weighted: Tensor, gain: Tensor) -> Tensor:
-        """:math:`\\sum_k U_k\\operatorname{diag}(g_k)w_k`, ``(n, d)``, from ``weighted`` ``(n, K, d)`` and a gain
-        ``(K, d)`` or ``(n, K, d)``."""
+    def combiner(self, gain: Tensor) -> Callable[[Tensor], Tensor]:
+        """The rotation back for one gain ``(K, d)`` (one time for every point) or ``(n, K, d)`` (a time per point):
+        a function taking ``weighted`` ``(n, K, d)`` to :math:`\\sum_k U_k\\operatorname{diag}(g_k)w_k`, ``(n, d)``.
+        What depends on the gain alone is done here, once, not in every chunk of points the function is applied to."""
 
     @abstractmethod
     def rotate_out(self, z: Tensor, components: Tensor) -> Tensor:
@@ -93,8 +95,11 @@ class SharedBasis(Layout):
     def rotate_means(self, means: Tensor) -> Tensor:
         return self.basis.to_eigen(means)
 
-    def combine(self, weighted: Tensor, gain: Tensor) -> Tensor:
-        return self.basis.from_eigen((weighted * gain).sum(dim=1))
+    def combiner(self, gain: Tensor) -> Callable[[Tensor], Tensor]:
+        def rotate_back(weighted: Tensor) -> Tensor:  # the components summed in eigen coordinates, rotated back once
+            return self.basis.from_eigen((weighted * gain).sum(dim=1))
+
+        return rotate_back
 
     def rotate_out(self, z: Tensor, components: Tensor) -> Tensor:
         return self.basis.from_eigen(z)
@@ -136,11 +141,12 @@ class PerComponentBases(Layout):
     def whitening_matrix(self, std: Tensor) -> Tensor:
         return self.stacked / std.reshape(1, -1)
 
-    def combine(self, weighted: Tensor, gain: Tensor) -> Tensor:
-        n = weighted.shape[0]
-        if gain.dim() == 2:  # a scalar time: the gain folds into the rotation, one GEMM
-            return weighted.reshape(n, -1) @ (self.stacked.T * gain.reshape(-1, 1))
-        return (weighted * gain).reshape(n, -1) @ self.stacked.T
+    def combiner(self, gain: Tensor) -> Callable[[Tensor], Tensor]:
+        if gain.dim() == 2:  # one time: the gain folds into the rotation, [U_1 diag(g_1) | …]ᵀ, and each chunk is one GEMM
+            folded = self.stacked.T * gain.reshape(-1, 1)
+            return lambda weighted: weighted.reshape(weighted.shape[0], -1) @ folded
+        rotation = self.stacked.T
+        return lambda weighted: (weighted * gain).reshape(weighted.shape[0], -1) @ rotation
 
     def rotate_out(self, z: Tensor, components: Tensor) -> Tensor:
         rotated = torch.empty_like(z)  # each component's points by its basis: O(n·d²) time, O(n·d) memory
